@@ -1,0 +1,22 @@
+# Shared helpers for hack/ scripts. Source it; it sets no options of the caller.
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO_ROOT=$(cd "$HACK_DIR/.." && pwd)
+# shellcheck source=versions.sh
+. "$HACK_DIR/lib/versions.sh"
+
+# Everything built or downloaded lives here, outside the repo, keyed by version.
+SEALTUNE_CACHE=${SEALTUNE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sealtune}
+BIN_CACHE=$SEALTUNE_CACHE/bin
+
+log() { printf '[sealtune %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Where a running cluster keeps its state (PKI, kubeconfig, data, logs, pids).
+SEALTUNE_STATE=${SEALTUNE_STATE:-/tmp/sealtune-cluster}
+# A non-loopback address the API server advertises; added to lo, so no traffic leaves the host.
+SEALTUNE_API_IP=${SEALTUNE_API_IP:-10.200.0.1}
+SEALTUNE_API_PORT=${SEALTUNE_API_PORT:-6443}
+SEALTUNE_ETCD_PORT=${SEALTUNE_ETCD_PORT:-2379}
+SEALTUNE_BAO_PORT=${SEALTUNE_BAO_PORT:-8200}
+SERVICE_CIDR=10.96.0.0/16
+SERVICE_API_IP=10.96.0.1

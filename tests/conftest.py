@@ -1,0 +1,86 @@
+"""Fixtures shared by every tier.
+
+Tiers follow directories (tests/unit, tests/integration, tests/e2e, tests/trainer, tests/slow)
+and get the marker of the same name, so `pytest -m unit` runs one tier alone.
+
+The cluster: if `hack/cluster status` finds one running (for fast local iteration, start it
+once with `hack/cluster up`), tests reuse it and leave it running. Otherwise the first test
+that needs it starts one and the session stops it at the end. Either way, tests refuse any
+kubeconfig whose cluster identity does not match the one hack/cluster recorded, so they never
+touch a cluster they did not create.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import REPO_ROOT, LocalCluster, ensure_cluster, hack_cluster
+
+TIERS = ("unit", "integration", "e2e", "trainer", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(item.path).relative_to(REPO_ROOT / "tests").parts
+        if parts and parts[0] in TIERS:
+            item.add_marker(parts[0])
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    local, started = ensure_cluster()
+    yield local
+    if started:
+        hack_cluster("down", check=False)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: LocalCluster) -> str:
+    return str(cluster.kubeconfig)
+
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: LocalCluster) -> Kubectl:
+    return cluster.kubectl
+
+
+@pytest.fixture(scope="session")
+def kube_api(kubeconfig: str):  # type: ignore[no-untyped-def]
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def crds_installed(kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    kubectl("wait", "--for=condition=Established", "-f", str(REPO_ROOT / "crds"), "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def vault(cluster: LocalCluster):  # type: ignore[no-untyped-def]
+    import hvac
+
+    client = hvac.Client(url=cluster.vault_addr, token=cluster.vault_root_token)
+    assert client.is_authenticated()
+    return client
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting)."""
+    name = f"t-{request.node.name[:40].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:6]}"
+    name = "".join(c for c in name if c.isalnum() or c == "-")
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
