@@ -86,7 +86,7 @@ start_kube-controller-manager() {
     --kubeconfig "$SEALTUNE_STATE/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$SEALTUNE_STATE/controller-manager.kubeconfig" \
     --authorization-kubeconfig "$SEALTUNE_STATE/controller-manager.kubeconfig" \
-    --bind-address 127.0.0.1 --secure-port 10257 \
+    --bind-address 127.0.0.1 --secure-port "$SEALTUNE_KCM_PORT" \
     --use-service-account-credentials \
     --root-ca-file "$PKI/ca.crt" \
     --service-account-private-key-file "$PKI/sa.key" \
@@ -94,7 +94,7 @@ start_kube-controller-manager() {
     --controllers '*,bootstrapsigner,tokencleaner' \
     --leader-elect=false --kube-api-qps 200 --kube-api-burst 400 \
     --concurrent-job-syncs 20 --concurrent-gc-syncs 40 --v 1
-  wait_for kube-controller-manager 60 insecure_ok https://127.0.0.1:10257/healthz
+  wait_for kube-controller-manager 60 insecure_ok "https://127.0.0.1:$SEALTUNE_KCM_PORT/healthz"
 }
 
 start_kube-scheduler() {
@@ -102,8 +102,8 @@ start_kube-scheduler() {
     --kubeconfig "$SEALTUNE_STATE/scheduler.kubeconfig" \
     --authentication-kubeconfig "$SEALTUNE_STATE/scheduler.kubeconfig" \
     --authorization-kubeconfig "$SEALTUNE_STATE/scheduler.kubeconfig" \
-    --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false --v 1
-  wait_for kube-scheduler 60 insecure_ok https://127.0.0.1:10259/healthz
+    --bind-address 127.0.0.1 --secure-port "$SEALTUNE_SCHEDULER_PORT" --leader-elect=false --v 1
+  wait_for kube-scheduler 60 insecure_ok "https://127.0.0.1:$SEALTUNE_SCHEDULER_PORT/healthz"
 }
 
 # kwok's own "general" stages (pods pass through init containers, Ready, and for Job pods
