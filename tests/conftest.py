@@ -63,8 +63,9 @@ def kube_api(kubeconfig: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def crds_installed(kubectl: Kubectl) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", "-f", str(REPO_ROOT / "crds"), "--timeout=60s")
+    files = [arg for path in sorted((REPO_ROOT / "crds").glob("*.yaml")) for arg in ("-f", str(path))]
+    kubectl("apply", "--server-side", "--force-conflicts", *files)
+    kubectl("wait", "--for=condition=Established", *files, "--timeout=60s")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,389 @@
+"""DataDomain: a cluster-scoped governance boundary around one data set."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import Field
+
+from .base import AGE, LIST_SET, KindInfo, KubeModel, KubeResource, PrinterColumn, Rule
+from .meta import (
+    Condition,
+    LabelSelector,
+    NodeSelectorTerm,
+    Toleration,
+    conditions_field,
+)
+from .scalars import (
+    URL,
+    Digest,
+    DNSLabel,
+    DNSSubdomain,
+    Duration,
+    LabelValue,
+    RelativePath,
+    Time,
+)
+
+Classification = Literal["public", "internal", "confidential", "restricted"]
+Method = Literal["lora", "qlora", "full"]
+_DEFAULT_METHODS: tuple[Method, ...] = ("lora", "qlora")
+
+
+class PVCSource(KubeModel):
+    """Data on a PersistentVolumeClaim. Jobs mount it read-only; the claim must be usable from
+    the jobs' namespaces (the operator stages a copy when it is not)."""
+
+    namespace: DNSLabel
+    """Namespace of the claim. Required."""
+
+    claim_name: DNSSubdomain
+    """Name of the PersistentVolumeClaim. Required."""
+
+    path: RelativePath = "."
+    """Directory of the data set inside the claim. Optional; defaults to '.', the claim's root."""
+
+
+class S3Source(KubeModel):
+    """Data in an S3-compatible object store inside the organisation's boundary."""
+
+    uri: str = Field(
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_][A-Za-z0-9_.-]*)*/?$",
+        max_length=1024,
+    )
+    """Bucket and prefix, ``s3://bucket/prefix/``. Required."""
+
+    endpoint: URL | None = None
+    """The store's endpoint, e.g. ``https://minio.storage.svc:9000``. Optional; unset means AWS S3."""
+
+    region: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9-]+$")
+    """The store's region. Optional."""
+
+    credentials_vault_path: str | None = Field(
+        None, max_length=512, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
+    )
+    """Vault path holding the access key the jobs read the data with. Optional; unset means the
+    store authenticates the pods some other way (e.g. workload identity)."""
+
+
+class DataSource(KubeModel):
+    """Where the data set lives and what it must hash to: exactly one of pvc and s3."""
+
+    RULES = (
+        Rule(
+            "has(self.pvc) != has(self.s3)",
+            "set exactly one of spec.source.pvc and spec.source.s3",
+            lambda s: (s.pvc is None) != (s.s3 is None),
+        ),
+    )
+
+    pvc: PVCSource | None = None
+    """The data set on a PersistentVolumeClaim. Optional; exactly one of pvc and s3."""
+
+    s3: S3Source | None = None
+    """The data set in an S3-compatible store. Optional; exactly one of pvc and s3."""
+
+    manifest_digest: Digest
+    """sha256 digest of the data set's manifest (the sorted list of its files and their digests).
+    Trainers refuse data that does not hash to it. Required."""
+
+    format: Literal["text", "promptCompletion", "chat"] = "text"
+    """How each JSON line is shaped: text ({"text"}), promptCompletion ({"prompt", "completion"})
+    or chat ({"messages"}, rendered with the base model's chat template). Optional; defaults to text."""
+
+
+class VaultTransitEncryption(KubeModel):
+    """Data encrypted under a Vault transit key; each job also gets its own data key."""
+
+    key_name: str = Field(max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    """Name of the transit key that decrypts the data set. Required."""
+
+    mount: str = Field(
+        "transit", max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
+    )
+    """Mount path of the transit secrets engine. Optional; defaults to transit."""
+
+
+class Encryption(KubeModel):
+    """How the data set is encrypted at rest."""
+
+    RULES = (
+        Rule(
+            "(self.type == 'vaultTransit') == has(self.vaultTransit)",
+            "spec.encryption.vaultTransit is required when spec.encryption.type is vaultTransit, "
+            "and forbidden otherwise",
+            lambda e: (e.type == "vaultTransit") == (e.vault_transit is not None),
+        ),
+    )
+
+    type: Literal["none", "vaultTransit"] = "none"
+    """none: stored in clear (rely on volume encryption); vaultTransit: encrypted with a Vault
+    transit key. Optional; defaults to none."""
+
+    vault_transit: VaultTransitEncryption | None = None
+    """The transit key. Required when type is vaultTransit, forbidden otherwise."""
+
+
+class ServiceAccountRef(KubeModel):
+    """A ServiceAccount jobs may run as."""
+
+    namespace: DNSLabel | None = None
+    """Namespace of the ServiceAccount. Optional; unset means any namespace the domain admits."""
+
+    name: DNSSubdomain
+    """Name of the ServiceAccount. Required."""
+
+
+class Access(KubeModel):
+    """Who may train on the data. A namespace is admitted when it is listed in namespaces or
+    matches namespaceSelector; with neither set, no namespace is (deny by default)."""
+
+    namespaces: list[DNSLabel] = Field(default_factory=list, max_length=256, json_schema_extra=LIST_SET)
+    """Names of namespaces whose FineTuneJobs may use the domain. Optional."""
+
+    namespace_selector: LabelSelector | None = None
+    """Namespaces whose labels match may use the domain. Optional."""
+
+    service_accounts: list[ServiceAccountRef] = Field(default_factory=list, max_length=64)
+    """ServiceAccounts a job may name in spec.serviceAccountName. Optional; empty admits only
+    jobs that leave it unset and run under the ServiceAccount the operator makes for them."""
+
+
+class Limits(KubeModel):
+    """Upper bounds on what one job may ask for; an unset limit does not bound."""
+
+    max_workers: int | None = Field(None, ge=1, le=1024)
+    """Most worker pods per job. Optional."""
+
+    max_gpus_per_worker: int | None = Field(None, ge=0, le=16)
+    """Most GPUs per worker pod. Optional."""
+
+    max_total_gpus: int | None = Field(None, ge=0, le=16384)
+    """Most GPUs per job, all workers together. Optional."""
+
+    max_epochs: int | None = Field(None, ge=1, le=1000)
+    """Most passes over the data per job. Optional."""
+
+
+class Placement(KubeModel):
+    """Where jobs may run. Jobs that cannot be placed as allowed stay Pending; they are never
+    placed elsewhere."""
+
+    RULES = (
+        Rule(
+            "!self.requireConfidentialCompute || has(self.confidentialRuntimeClassName)",
+            "spec.placement.confidentialRuntimeClassName is required when "
+            "spec.placement.requireConfidentialCompute is true",
+            lambda p: not p.require_confidential_compute or p.confidential_runtime_class_name is not None,
+        ),
+    )
+
+    require_confidential_compute: bool = False
+    """Run only in confidential VMs (TDX, SEV-SNP) on nodes in confidential-computing mode.
+    Optional; defaults to false."""
+
+    confidential_runtime_class_name: DNSSubdomain | None = None
+    """The RuntimeClass whose handler starts confidential pods, e.g. kata-cc. Required when
+    requireConfidentialCompute is true."""
+
+    node_pools: list[NodeSelectorTerm] = Field(default_factory=list, max_length=16)
+    """Node pools jobs may use, as node-selector terms; a node in any term qualifies.
+    Optional; empty allows every node."""
+
+    regions: list[LabelValue] = Field(default_factory=list, max_length=32, json_schema_extra=LIST_SET)
+    """Values of topology.kubernetes.io/region jobs may run in (data residency). Optional;
+    empty allows every region."""
+
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
+    """Tolerations added to every job pod, e.g. for tainted GPU pools. Optional."""
+
+
+class Port(KubeModel):
+    """A destination port."""
+
+    port: int = Field(ge=1, le=65535)
+    """Port number. Required."""
+
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    """Protocol. Optional; defaults to TCP."""
+
+
+class EgressRule(KubeModel):
+    """One destination jobs may reach."""
+
+    RULES = (
+        Rule(
+            "isCIDR(self.cidr)",
+            "cidr must be an IP prefix such as 10.0.0.0/8",
+            lambda e: _is_cidr(e.cidr),
+        ),
+    )
+
+    cidr: str = Field(max_length=43, pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")
+    """Destination addresses as a CIDR, e.g. 10.20.0.0/16. Required."""
+
+    ports: list[Port] = Field(default_factory=list, max_length=16)
+    """Destination ports. Optional; empty allows every port."""
+
+
+def _is_cidr(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+class Network(KubeModel):
+    """What job pods may reach. Everything else is denied both ways, except DNS, the job's own
+    pods and metrics scraping, which the operator opens itself."""
+
+    egress: list[EgressRule] = Field(default_factory=list, max_length=32)
+    """Destinations job pods may connect to besides DNS, Vault and their peers. Optional."""
+
+    vault_address: URL | None = None
+    """Vault's address as pods reach it, e.g. https://vault.vault.svc:8200. Optional; unset
+    uses the operator's configured address."""
+
+
+class Retention(KubeModel):
+    """How long each kind of copy may live, counted from the job's end (status.timestamps.finishedAt)
+    or, for artifacts, from their creation."""
+
+    training_copies: Duration = "24h"
+    """Staged or decrypted copies of the data and scratch volumes. Optional; defaults to 24h."""
+
+    checkpoints: Duration = "168h"
+    """Training checkpoints. Optional; defaults to 168h."""
+
+    logs: Duration = "720h"
+    """Trainer logs the operator controls. Optional; defaults to 720h."""
+
+    artifacts: Duration = "8760h"
+    """ModelArtifacts and their files. Optional; defaults to 8760h."""
+
+    pin_approved_artifacts: bool = True
+    """Keep Approved artifacts past the artifacts duration, until they are revoked. Optional;
+    defaults to true."""
+
+
+class PrivacyRequirements(KubeModel):
+    """Privacy every job on this domain must meet."""
+
+    RULES = (
+        Rule(
+            "!self.requireDifferentialPrivacy || has(self.maxEpsilon)",
+            "spec.privacy.maxEpsilon is required when spec.privacy.requireDifferentialPrivacy is true",
+            lambda p: not p.require_differential_privacy or p.max_epsilon is not None,
+        ),
+    )
+
+    require_differential_privacy: bool = False
+    """Jobs must train with DP-SGD (spec.privacy.differentialPrivacy). Optional; defaults to false."""
+
+    max_epsilon: float | None = Field(None, gt=0, le=100)
+    """Largest DP epsilon a job may target. Required when requireDifferentialPrivacy is true."""
+
+    max_canary_exposure: float | None = Field(None, ge=0, le=64)
+    """Largest canary exposure (bits) an artifact may show and still be approved. Optional."""
+
+    max_membership_inference_auc: float | None = Field(None, ge=0.5, le=1)
+    """Largest membership-inference AUC an artifact may show and still be approved. Optional."""
+
+
+class DataDomainSpec(KubeModel):
+    """The policy of one data set: what it is, who may train on it, where and how."""
+
+    description: str | None = Field(None, max_length=1024)
+    """What the data is, for people. Optional."""
+
+    classification: Classification
+    """Sensitivity tier: public, internal, confidential or restricted. Required."""
+
+    source: DataSource
+    """Where the data set lives and its digest. Required."""
+
+    encryption: Encryption = Field(default_factory=Encryption)
+    """How the data set is encrypted at rest. Optional; defaults to none."""
+
+    access: Access = Field(default_factory=Access)
+    """Namespaces and ServiceAccounts that may use the domain. Optional; empty admits none."""
+
+    methods: list[Method] = Field(
+        default_factory=lambda: list(_DEFAULT_METHODS), min_length=1, max_length=3, json_schema_extra=LIST_SET
+    )
+    """Fine-tuning methods allowed: lora, qlora, full. Optional; defaults to [lora, qlora]."""
+
+    limits: Limits = Field(default_factory=Limits)
+    """Bounds on workers, GPUs and epochs per job. Optional; unset bounds nothing."""
+
+    placement: Placement = Field(default_factory=Placement)
+    """Where jobs may run. Optional; defaults to anywhere, without confidential compute."""
+
+    network: Network = Field(default_factory=Network)
+    """What jobs may reach. Optional; defaults to DNS, Vault and their own pods only."""
+
+    retention: Retention = Field(default_factory=Retention)
+    """How long copies, checkpoints, logs and artifacts may live. Optional."""
+
+    privacy: PrivacyRequirements = Field(default_factory=PrivacyRequirements)
+    """Privacy requirements on jobs and artifacts. Optional."""
+
+    auto_approve: bool = False
+    """Approve an artifact automatically when all its gates pass. Optional; defaults to false,
+    so an approver decides."""
+
+
+DomainPhase = Literal["Ready", "NotReady"]
+
+
+class DataDomainStatus(KubeModel):
+    """What the operator observed about the domain."""
+
+    phase: DomainPhase | None = None
+    """A one-word summary for printing; read conditions to act. Optional."""
+
+    observed_generation: int | None = Field(None, ge=0)
+    """The metadata.generation this status describes. Optional."""
+
+    conditions: list[Condition] = conditions_field("Types: Ready.")
+
+    jobs_using: int | None = Field(None, ge=0)
+    """Number of FineTuneJobs that reference the domain and have not finished. Optional."""
+
+    last_deletion_run: Time | None = None
+    """When the operator last applied the domain's retention. Optional."""
+
+
+class DataDomain(KubeResource):
+    """A governance boundary around one data set: its sensitivity, who may train on it, where
+    and how, and how long every copy may live."""
+
+    KIND = KindInfo(
+        kind="DataDomain",
+        plural="datadomains",
+        short_names=("dd",),
+        scope="Cluster",
+        printer_columns=(
+            PrinterColumn("Classification", ".spec.classification", "string", "Sensitivity tier."),
+            PrinterColumn(
+                "Confidential",
+                ".spec.placement.requireConfidentialCompute",
+                "boolean",
+                "Whether jobs must run on confidential-computing nodes.",
+            ),
+            PrinterColumn("Jobs", ".status.jobsUsing", "integer", "Unfinished jobs using the domain."),
+            PrinterColumn("Phase", ".status.phase", "string", "Summary of the conditions.", priority=1),
+            AGE,
+        ),
+    )
+
+    kind: Literal["DataDomain"] = "DataDomain"
+    """Kind of the object: DataDomain."""
+
+    spec: DataDomainSpec
+    """The domain's policy. Required."""
+
+    status: DataDomainStatus | None = None
+    """What the operator observed. Written by the operator."""

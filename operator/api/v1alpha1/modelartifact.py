@@ -1,0 +1,305 @@
+"""ModelArtifact: the signed result of a FineTuneJob and its promotion through stages.
+
+Immutability: everything that was signed or measured is in ``spec``, and ``spec`` as a whole
+is immutable (``self == oldSelf``), so an artifact's record cannot be edited after the fact.
+The one thing that must change over an artifact's life, its stage and the approvals that move
+it, lives beside spec in ``promotion``, guarded by CEL transition rules: Candidate -> Approved
+-> Revoked or Candidate -> Revoked, approvals append-only, Revoked final. Keeping it out of
+status matters: status is the operator's observation and may be rebuilt; an approval is a
+person's decision and must be kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .base import AGE, KindInfo, KubeModel, KubeResource, PrinterColumn, Rule, immutable
+from .finetunejob import (
+    DeepSpeedSpec,
+    DifferentialPrivacy,
+    MethodSpec,
+    Resources,
+    TrainingResult,
+    TrainingSpec,
+)
+from .meta import Condition, UIDReference, VolumePath, conditions_field
+from .scalars import Digest, Duration, RelativePath, Time
+
+Stage = Literal["Candidate", "Approved", "Revoked"]
+
+
+class ArtifactSource(KubeModel):
+    """Lineage: the job that produced the artifact and the domain whose data it saw."""
+
+    job: UIDReference
+    """The FineTuneJob (same namespace). Required."""
+
+    domain: UIDReference
+    """The DataDomain. Required."""
+
+
+class FileDigest(KubeModel):
+    """One output file and its digest, as listed in the signed manifest."""
+
+    path: RelativePath
+    """Path relative to the artifact's root: no '..', not absolute, not hidden. Required."""
+
+    sha256: str = Field(max_length=64, pattern=r"^[a-f0-9]{64}$")
+    """sha256 of the file's content, 64 lowercase hex digits. Required."""
+
+    size: int = Field(ge=0, le=1 << 50)
+    """Size in bytes. Required."""
+
+
+class Digests(KubeModel):
+    """Content digests tying the artifact to its inputs and its files."""
+
+    base_model: Digest
+    """The base model's manifest digest. Required."""
+
+    data_set: Digest
+    """The training data's manifest digest, as the trainer read it. Required."""
+
+    manifest: Digest
+    """Digest of the signed manifest (the file list below, canonically serialised). Required."""
+
+    files: list[FileDigest] = Field(min_length=1, max_length=256)
+    """Every output file, none left out; an empty artifact is refused. Required."""
+
+
+class Hyperparameters(KubeModel):
+    """The job's settings that shaped the weights, copied from its spec."""
+
+    method: MethodSpec
+    """Fine-tuning method. Required."""
+
+    training: TrainingSpec
+    """Training schedule and hyperparameters. Required."""
+
+    resources: Resources
+    """Workers and GPUs (the effective batch depends on them). Required."""
+
+    deepspeed: DeepSpeedSpec | None = None
+    """DeepSpeed settings, when used. Optional."""
+
+    differential_privacy: DifferentialPrivacy | None = None
+    """DP-SGD settings, when used. Optional."""
+
+
+class Evaluation(KubeModel):
+    """Measured quality and privacy of the artifact, and the gates applied."""
+
+    results: TrainingResult
+    """Metrics and gate outcomes reported by the trainer and verified by the operator. Required."""
+
+    passed: bool
+    """Whether every gate passed. Required."""
+
+
+class Signature(KubeModel):
+    """The signature over the manifest, in the OpenSSF model_signing format."""
+
+    bundle: str = Field(min_length=1, max_length=65_536)
+    """The model_signing (Sigstore) bundle, JSON text. Required."""
+
+    key_id: str = Field(max_length=256)
+    """Identifies the signer's key: a Vault transit key and version, or the local key's
+    fingerprint. Required."""
+
+    algorithm: Literal["ecdsa-p256-sha256"] = "ecdsa-p256-sha256"
+    """Signature algorithm. Optional; defaults to ecdsa-p256-sha256."""
+
+    signed_at: Time
+    """When the manifest was signed. Required."""
+
+
+class ArtifactRetention(KubeModel):
+    """How long the artifact may live, fixed from its domain's retention when it was written."""
+
+    keep_for: Duration
+    """Duration after creation when the artifact and its files are deleted, e.g. 8760h. Required."""
+
+    pin_while_approved: bool = True
+    """Keep it past keepFor while its stage is Approved. Optional; defaults to true."""
+
+
+class ModelArtifactSpec(KubeModel):
+    """The signed record of a model: immutable once written."""
+
+    source: ArtifactSource
+    """Lineage: job and domain. Required."""
+
+    storage: VolumePath
+    """Claim and directory holding the files. Required."""
+
+    digests: Digests
+    """Digests of inputs, files and manifest. Required."""
+
+    hyperparameters: Hyperparameters
+    """Settings that shaped the weights. Required."""
+
+    evaluation: Evaluation
+    """Measured quality and privacy, and gate outcomes. Required."""
+
+    provenance: dict[str, Any]
+    """An in-toto statement with an SLSA v1 provenance predicate: builder, external parameters
+    (the job's spec), resolved dependencies (base model, data set, images) and run details.
+    Required; free-form JSON."""
+
+    signature: Signature
+    """The signature over the manifest. Required."""
+
+    retention: ArtifactRetention
+    """When the artifact is deleted. Required."""
+
+
+class Approval(KubeModel):
+    """A person's (or the operator's, for auto-approval) decision to approve the artifact."""
+
+    approver: str = Field(min_length=1, max_length=256)
+    """Who approved: a Kubernetes user name, or system:serviceaccount:... for the operator. Required."""
+
+    approved_at: Time
+    """When. Required."""
+
+    reason: str = Field(min_length=1, max_length=1024)
+    """Why, e.g. the review or ticket. Required."""
+
+
+class Revocation(KubeModel):
+    """The decision to withdraw the artifact; final."""
+
+    revoker: str = Field(min_length=1, max_length=256)
+    """Who revoked it. Required."""
+
+    revoked_at: Time
+    """When. Required."""
+
+    reason: str = Field(min_length=1, max_length=1024)
+    """Why. Required."""
+
+
+class Promotion(KubeModel):
+    """The artifact's stage and the decisions that moved it there."""
+
+    RULES = (
+        Rule(
+            "self.stage != 'Approved' || (has(self.approvals) && size(self.approvals) > 0)",
+            "promotion.approvals needs an entry when promotion.stage is Approved",
+            lambda p: p.stage != "Approved" or len(p.approvals) > 0,
+        ),
+        Rule(
+            "(self.stage == 'Revoked') == has(self.revocation)",
+            "promotion.revocation is required when promotion.stage is Revoked, and forbidden otherwise",
+            lambda p: (p.stage == "Revoked") == (p.revocation is not None),
+        ),
+    )
+
+    stage: Stage = Field(
+        "Candidate",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self == oldSelf || (oldSelf == 'Candidate' && self != 'Candidate') "
+                    "|| (oldSelf == 'Approved' && self == 'Revoked')",
+                    "message": "promotion.stage may only move Candidate to Approved, Approved to "
+                    "Revoked, or Candidate to Revoked",
+                }
+            ]
+        },
+    )
+    """Candidate (new; usable by nobody), Approved (usable as a base model and for deployment)
+    or Revoked (withdrawn, final). Moves only Candidate -> Approved -> Revoked or Candidate ->
+    Revoked. Optional; defaults to Candidate."""
+
+    approvals: list[Approval] = Field(default_factory=list, max_length=16)
+    """Approvals, oldest first; append-only. Optional."""
+
+    revocation: Revocation | None = None
+    """The revocation. Required when stage is Revoked, forbidden otherwise."""
+
+
+class Verification(KubeModel):
+    """The operator's latest check of signature and digests."""
+
+    verified: bool
+    """Whether the signature and every file digest checked out. Required."""
+
+    verified_at: Time
+    """When the check ran. Required."""
+
+    message: str = Field("", max_length=1024)
+    """What failed, when something did. Optional."""
+
+
+ArtifactPhase = Literal["Pending", "Verified", "VerificationFailed"]
+
+
+class ModelArtifactStatus(KubeModel):
+    """What the operator observed about the artifact."""
+
+    phase: ArtifactPhase | None = None
+    """A one-word summary for printing; read conditions to act. Optional."""
+
+    observed_generation: int | None = Field(None, ge=0)
+    """The metadata.generation this status describes. Optional."""
+
+    conditions: list[Condition] = conditions_field("Types: Verified.")
+
+    verification: Verification | None = None
+    """The latest verification. Optional."""
+
+
+class ModelArtifact(KubeResource):
+    """A signed fine-tuned model: digests of every file and input, evaluation, provenance and
+    signature (immutable), and its promotion stage."""
+
+    KIND = KindInfo(
+        kind="ModelArtifact",
+        plural="modelartifacts",
+        short_names=("ma",),
+        scope="Namespaced",
+        printer_columns=(
+            PrinterColumn("Stage", ".promotion.stage", "string", "Candidate, Approved or Revoked."),
+            PrinterColumn(
+                "Verified", ".status.verification.verified", "boolean", "Whether the signature checked out."
+            ),
+            PrinterColumn(
+                "Job", ".spec.source.job.name", "string", "The FineTuneJob that produced it.", priority=1
+            ),
+            AGE,
+        ),
+        selectable_fields=(".promotion.stage",),
+    )
+
+    kind: Literal["ModelArtifact"] = "ModelArtifact"
+    """Kind of the object: ModelArtifact."""
+
+    spec: ModelArtifactSpec = Field(json_schema_extra=immutable("spec"))
+    """The signed record. Required; immutable."""
+
+    promotion: Promotion = Field(
+        default_factory=Promotion,
+        # Transition rules: only the API server sees the old object, so they have no Python side.
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "oldSelf.stage != 'Revoked' || self == oldSelf",
+                    "message": "promotion is final once promotion.stage is Revoked",
+                },
+                {
+                    "rule": "!has(oldSelf.approvals) || "
+                    "(has(self.approvals) && oldSelf.approvals.all(a, a in self.approvals))",
+                    "message": "promotion.approvals is append-only: existing approvals cannot "
+                    "change or be removed",
+                },
+            ]
+        },
+    )
+    """Stage and approvals: the only part of an artifact that changes. Optional; defaults to
+    stage Candidate."""
+
+    status: ModelArtifactStatus | None = None
+    """What the operator observed. Written by the operator."""
