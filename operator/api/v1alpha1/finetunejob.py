@@ -9,7 +9,7 @@ from pydantic import Field, StringConstraints, field_validator
 from .base import AGE, LIST_SET, KindInfo, KubeModel, KubeResource, PrinterColumn, Rule, immutable, list_map
 from .datadomain import Method
 from .meta import Condition, LocalObjectReference, UIDReference, VolumePath, conditions_field
-from .scalars import Digest, DNSLabel, DNSSubdomain, FileName, Quantity, Rate, Time, VaultPath
+from .scalars import Digest, DNSLabel, DNSSubdomain, FileName, LabelValue, Quantity, Rate, Time, VaultPath
 
 # Child objects (Job, Service, pods "<job>-<index>") are named after the FineTuneJob and a pod's
 # hostname must stay a 63-character DNS label, so the name leaves room for what is appended.
@@ -263,6 +263,28 @@ class SecretFile(KubeModel):
     """Name of the file under the secrets mount: a plain name, no '/' or '..'. Required."""
 
 
+class PodMetadata(KubeModel):
+    """Extra labels and annotations for the worker pods, e.g. for cost attribution or a
+    simulator's timing. Keys under sealtune.dev/ are the operator's and are refused."""
+
+    RULES = (
+        Rule(
+            "(!has(self.labels) || !self.labels.exists(k, k.startsWith('sealtune.dev/'))) && "
+            "(!has(self.annotations) || !self.annotations.exists(k, k.startsWith('sealtune.dev/')))",
+            "spec.podMetadata keys under sealtune.dev/ are reserved for the operator; use another prefix",
+            lambda m: not any(k.startswith("sealtune.dev/") for k in [*m.labels, *m.annotations]),
+        ),
+    )
+
+    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=16)
+    """Labels added to every worker pod. Optional."""
+
+    annotations: dict[str, Annotated[str, StringConstraints(max_length=1024)]] = Field(
+        default_factory=dict, max_length=16
+    )
+    """Annotations added to every worker pod. Optional."""
+
+
 class Scheduling(KubeModel):
     """When and how long the job runs."""
 
@@ -339,6 +361,9 @@ class FineTuneJobSpec(KubeModel):
     service_account_name: DNSSubdomain | None = None
     """An existing ServiceAccount the pods run as; the domain must list it. Optional; unset runs
     them under a ServiceAccount the operator creates for this job alone (recommended)."""
+
+    pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
+    """Extra labels and annotations for the worker pods. Optional."""
 
     scheduling: Scheduling = Field(default_factory=Scheduling)
     """Suspension, deadline, retries, cleanup and queueing. Optional."""

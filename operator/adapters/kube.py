@@ -1,0 +1,221 @@
+"""A small asynchronous Kubernetes client: server-side apply under one field manager, status
+patches with optimistic concurrency, and bounded concurrency that honours 429s.
+
+kopf watches; this client writes. It speaks plain HTTP through aiohttp (kopf's own transport)
+rather than the official client, whose synchronous calls would need a thread per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+# kind -> (API path prefix, plural, namespaced)
+RESOURCES: dict[str, tuple[str, str, bool]] = {
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "ConfigMap": ("/api/v1", "configmaps", True),
+    "Service": ("/api/v1", "services", True),
+    "Secret": ("/api/v1", "secrets", True),
+    "Namespace": ("/api/v1", "namespaces", False),
+    "Pod": ("/api/v1", "pods", True),
+    "Event": ("/api/v1", "events", True),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
+    "Job": ("/apis/batch/v1", "jobs", True),
+    "FineTuneJob": ("/apis/sealtune.dev/v1alpha1", "finetunejobs", True),
+    "DataDomain": ("/apis/sealtune.dev/v1alpha1", "datadomains", False),
+    "ModelArtifact": ("/apis/sealtune.dev/v1alpha1", "modelartifacts", True),
+}
+
+MAX_RETRIES = 5
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict[str, Any] | str) -> None:
+        message = body.get("message", "") if isinstance(body, dict) else str(body)
+        super().__init__(f"API server answered {status}: {message}")
+        self.status = status
+        self.body = body
+        self.reason = body.get("reason", "") if isinstance(body, dict) else ""
+
+
+class Conflict(ApiError):
+    """409: the object changed since it was read (or a create raced another)."""
+
+
+class NotFound(ApiError):
+    """404."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    server: str
+    ssl_context: ssl.SSLContext
+    token_file: Path | None = None
+
+    def headers(self) -> dict[str, str]:
+        # In a pod the projected token rotates: read it for each request.
+        if self.token_file is None:
+            return {}
+        return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
+
+
+def load_credentials(kubeconfig: str | None = None) -> Credentials:
+    """From a kubeconfig file (client certificate or token), or the pod's service account."""
+    from kubernetes import config as kconfig
+    from kubernetes.client import Configuration
+
+    configuration = Configuration()
+    token_file = None
+    if kubeconfig is None and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
+        kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        token_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    else:
+        kconfig.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file)
+    if token_file is None and configuration.api_key.get("authorization"):
+        raise ValueError("kubeconfig tokens are not supported here; use a client certificate or run in a pod")
+    return Credentials(server=configuration.host.rstrip("/"), ssl_context=context, token_file=token_file)
+
+
+def resource_path(
+    kind: str, namespace: str | None = None, name: str | None = None, sub: str | None = None
+) -> str:
+    prefix, plural, namespaced = RESOURCES[kind]
+    path = prefix + (f"/namespaces/{namespace}" if namespaced and namespace else "") + f"/{plural}"
+    if name:
+        path += f"/{name}"
+    if sub:
+        path += f"/{sub}"
+    return path
+
+
+class KubeClient:
+    def __init__(self, credentials: Credentials, field_manager: str, max_concurrency: int = 32) -> None:
+        self._credentials = credentials
+        self._field_manager = field_manager
+        self._limit = asyncio.Semaphore(max_concurrency)
+        self._session: aiohttp.ClientSession | None = None
+        self.writes = 0
+        """Write requests sent so far (a figure for benchmarks)."""
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self._credentials.ssl_context, limit=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=60, connect=10)
+            )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body)
+        headers = {"Accept": "application/json", **self._credentials.headers()}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        delay = 0.5
+        for attempt in range(MAX_RETRIES + 1):
+            async with self._limit:
+                if method != "GET":
+                    self.writes += 1
+                async with self._client().request(
+                    method, self._credentials.server + path, data=data, headers=headers, params=params
+                ) as response:
+                    text = await response.text()
+                    if response.status == 429 and attempt < MAX_RETRIES:
+                        # Priority and fairness asks us to come back later: honour Retry-After.
+                        retry_after = float(response.headers.get("Retry-After", delay))
+                        await asyncio.sleep(min(retry_after, 30))
+                        delay *= 2
+                        continue
+                    try:
+                        payload = json.loads(text) if text else {}
+                    except ValueError:
+                        payload = {"message": text[:512]}
+                    if response.status == 404:
+                        raise NotFound(404, payload)
+                    if response.status == 409:
+                        raise Conflict(409, payload)
+                    if response.status >= 400:
+                        raise ApiError(response.status, payload)
+                    return payload
+        raise AssertionError("unreachable")
+
+    async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+        """Server-side apply of the whole desired object; no read before the write."""
+        meta = obj["metadata"]
+        path = resource_path(obj["kind"], meta.get("namespace"), meta["name"])
+        params = {"fieldManager": self._field_manager, "force": "true" if force else "false"}
+        return await self.request(
+            "PATCH", path, body=obj, content_type="application/apply-patch+yaml", params=params
+        )
+
+    async def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", resource_path(kind, namespace, name))
+        except NotFound:
+            return None
+
+    async def list(
+        self, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[Any]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        result = await self.request("GET", resource_path(kind, namespace), params=params)
+        return list(result.get("items", []))
+
+    async def merge_patch(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        patch: dict[str, Any],
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.request(
+            "PATCH",
+            resource_path(kind, namespace, name, subresource),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+
+    async def patch_status(
+        self, kind: str, name: str, namespace: str | None, status: dict[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """Replaces status, failing with Conflict if the object changed since resource_version was read."""
+        patch = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        return await self.merge_patch(kind, name, namespace, patch, subresource="status")
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return await self.request("POST", resource_path(obj["kind"], meta.get("namespace")), body=obj)
+
+    async def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        try:
+            await self.request(
+                "DELETE", resource_path(kind, namespace, name), body={"propagationPolicy": "Background"}
+            )
+        except NotFound:
+            return False
+        return True

@@ -1,0 +1,33 @@
+"""Pure functions from (FineTuneJob, DataDomain, Settings) to the Kubernetes objects a job needs.
+
+Nothing here performs I/O; adapters apply what these return.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.v1alpha1 import DataDomain, FineTuneJob
+from ..settings import Settings
+from .config import trainer_config_map
+from .identity import service_account
+from .network import network_policy
+from .rendezvous import rendezvous_service
+from .workload import indexed_job
+
+Manifest = dict[str, Any]
+
+
+def desired_children(job: FineTuneJob, domain: DataDomain, settings: Settings) -> list[Manifest]:
+    """Every child object, in the order they are applied: identity and isolation first, so
+    that no pod ever starts without its NetworkPolicy, and the Job last."""
+    return [
+        service_account(job),
+        network_policy(job, domain, settings),
+        trainer_config_map(job, domain, settings),
+        rendezvous_service(job, settings),
+        indexed_job(job, domain, settings),
+    ]
+
+
+__all__ = ["Manifest", "desired_children"]

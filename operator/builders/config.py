@@ -1,0 +1,116 @@
+"""The ConfigMap holding the trainer's config contract: paths, method and hyperparameters,
+never a secret value (secrets arrive as files in the pod's memory volume)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sealtune_trainer.contract import TrainerConfig
+
+from .. import names
+from ..api.v1alpha1 import DataDomain, FineTuneJob
+from ..settings import Settings
+from . import mounts
+from .meta import child_metadata
+
+DATA_FORMATS = {"text": "text", "promptCompletion": "prompt_completion", "chat": "chat"}
+"""The domain's data format (API spelling) as the trainer's contract spells it."""
+
+DATA_KEY_FILE = "data.key"
+"""File name of the data-set key in the secrets volume, when the domain encrypts its data."""
+
+
+def trainer_config(job: FineTuneJob, domain: DataDomain, settings: Settings) -> TrainerConfig:
+    spec = job.spec
+    method: dict[str, Any] = {"type": spec.method.type}
+    if spec.method.lora is not None:
+        lora = spec.method.lora
+        method |= {
+            "r": lora.r,
+            "alpha": lora.alpha,
+            "dropout": lora.dropout,
+            "targetModules": lora.target_modules,
+        }
+    if spec.method.qlora is not None:
+        method["bits"] = spec.method.qlora.bits
+    training = spec.training
+    dp = spec.privacy.differential_privacy
+    gates = spec.evaluation
+    encrypted = domain.spec.encryption.type != "none"
+    output_dir = f"{mounts.OUTPUT_DIR}/{job.metadata['name']}"
+    return TrainerConfig.model_validate(
+        {
+            "data": {
+                "path": mounts.DATA_DIR,
+                "format": DATA_FORMATS[domain.spec.source.format],
+                "manifestDigest": domain.spec.source.manifest_digest,
+                "encrypted": encrypted,
+                **({"keyFile": f"{mounts.SECRETS_DIR}/{DATA_KEY_FILE}"} if encrypted else {}),
+            },
+            "model": {"path": mounts.MODEL_DIR},
+            "method": method,
+            "training": {
+                **({"epochs": training.epochs} if training.epochs else {}),
+                **({"maxSteps": training.max_steps} if training.max_steps else {}),
+                "learningRate": float(training.learning_rate),
+                "batchSize": training.batch_size,
+                "gradientAccumulation": training.gradient_accumulation_steps,
+                "maxSeqLength": training.max_seq_length,
+                "packing": training.packing,
+                "seed": training.seed,
+                "precision": training.precision,
+                **(
+                    {"checkpointEvery": training.checkpoint_every_steps}
+                    if training.checkpoint_every_steps
+                    else {}
+                ),
+            },
+            **(
+                {"deepspeed": {"zeroStage": spec.deepspeed.zero_stage, "offload": spec.deepspeed.offload}}
+                if spec.deepspeed
+                else {}
+            ),
+            "privacy": {
+                **(
+                    {
+                        "dp": {
+                            "targetEpsilon": dp.target_epsilon,
+                            "delta": dp.delta,
+                            "maxGradNorm": dp.max_grad_norm,
+                        }
+                    }
+                    if dp
+                    else {}
+                ),
+                **({"canaries": {"count": spec.privacy.canaries}} if spec.privacy.canaries else {}),
+            },
+            "evaluation": {
+                "gates": {
+                    "maxEvalLoss": gates.max_eval_loss,
+                    "maxCanaryExposure": gates.max_canary_exposure,
+                    "maxMiaAuc": gates.max_membership_inference_auc,
+                    "maxEpsilon": dp.target_epsilon if dp else None,
+                }
+            },
+            "output": {
+                "dir": output_dir,
+                "checkpointDir": f"{output_dir}/checkpoints",
+                "terminationMessagePath": mounts.TERMINATION_MESSAGE_PATH,
+            },
+            "metricsPort": settings.metrics_port,
+            "secretsDir": mounts.SECRETS_DIR,
+        }
+    )
+
+
+def trainer_config_map(job: FineTuneJob, domain: DataDomain, settings: Settings) -> dict[str, Any]:
+    config = trainer_config(job, domain, settings)
+    body = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(job, names.config_map(job.metadata["name"]), "config"),
+        "immutable": False,
+        "data": {mounts.CONFIG_FILE: json.dumps(body, indent=2, sort_keys=True)},
+    }

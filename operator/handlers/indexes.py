@@ -1,0 +1,119 @@
+"""In-memory views of what the reconcile reads, kept current by kopf's watches, and the events
+that trigger a reconcile. Each index holds a small summary, not whole objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from ..api.v1alpha1 import GROUP, VERSION
+from ..names import LABEL_JOB
+from ..observe import observe_job, observe_pod
+from ..reconcile import Controller, Snapshot
+
+OURS = {LABEL_JOB: kopf.PRESENT}
+SLIM_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "labels",
+    "annotations",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
+
+
+def slim(body: kopf.Body) -> dict[str, Any]:
+    metadata = {k: body.metadata[k] for k in SLIM_METADATA if k in body.metadata}
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": metadata,
+        "spec": dict(body.spec),
+        "status": dict(body.status),
+    }
+
+
+@kopf.index(GROUP, VERSION, "finetunejobs")
+def finetunejobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): slim(body)}
+
+
+@kopf.index(GROUP, VERSION, "datadomains")
+def datadomains(name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {name: slim(body)}
+
+
+@kopf.index("", "v1", "namespaces")
+def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    return {name: dict(labels)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=OURS)
+def batch_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels[LABEL_JOB]): observe_job(dict(body))}
+
+
+@kopf.index("", "v1", "pods", labels=OURS)
+def worker_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels[LABEL_JOB]): observe_pod(dict(body))}
+
+
+def controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
+    ctl: Controller = memo.controller
+    if ctl.snapshot is None:
+        # kopf injects each index by its function's name; they are live mappings.
+        ctl.snapshot = Snapshot(
+            finetunejobs=lambda: kwargs["finetunejobs"],
+            batch_jobs=lambda: kwargs["batch_jobs"],
+            pods=lambda: kwargs["worker_pods"],
+            domains=lambda: kwargs["datadomains"],
+            namespaces=lambda: kwargs["namespace_labels"],
+        )
+    return ctl
+
+
+@kopf.on.event(GROUP, VERSION, "finetunejobs")
+async def finetunejob_changed(
+    memo: kopf.Memo, namespace: str | None, name: str, type: str, **kwargs: Any
+) -> None:
+    ctl = controller(memo, kwargs)
+    if type == "DELETED":
+        ctl.forget((namespace or "", name))
+        return
+    ctl.trigger((namespace or "", name))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OURS)
+async def batch_job_changed(
+    memo: kopf.Memo, namespace: str | None, labels: kopf.Labels, **kwargs: Any
+) -> None:
+    controller(memo, kwargs).trigger((namespace or "", labels[LABEL_JOB]))
+
+
+@kopf.on.event("", "v1", "pods", labels=OURS)
+async def worker_pod_changed(
+    memo: kopf.Memo, namespace: str | None, labels: kopf.Labels, **kwargs: Any
+) -> None:
+    controller(memo, kwargs).trigger((namespace or "", labels[LABEL_JOB]))
+
+
+@kopf.on.event(GROUP, VERSION, "datadomains")
+async def datadomain_changed(memo: kopf.Memo, name: str, **kwargs: Any) -> None:
+    ctl = controller(memo, kwargs)
+    for key, store in kwargs["finetunejobs"].items():
+        if any(body["spec"]["domainRef"]["name"] == name for body in store):
+            ctl.trigger(key)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_changed(memo: kopf.Memo, name: str, type: str, **kwargs: Any) -> None:
+    if not type:
+        return  # the initial listing: the jobs' own listing triggers them
+    ctl = controller(memo, kwargs)
+    for key in list(kwargs["finetunejobs"].keys()):
+        if key[0] == name:
+            ctl.trigger(key)

@@ -1,0 +1,92 @@
+"""`sealtune-operator`: configures kopf and runs the operator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from ..adapters import webhook_tls
+from ..adapters.kube import KubeClient, load_credentials
+from ..reconcile import Controller
+from ..settings import Settings
+
+log = logging.getLogger("sealtune")
+
+
+def emit(body: Any, *, type: str, reason: str, message: str) -> None:
+    # kopf posts Events from a queue, in the background, bounded; messages are cut to 1 KiB.
+    kopf.event(dict(body), type=type, reason=reason, message=message[:1024])
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    ours: Settings = memo.settings
+    # kopf's own bookkeeping goes to annotations: our status schema is strict and would prune it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.sealtune.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kopf.sealtune.dev")
+    # Watches that end on the server's side are re-established, so a silently dead stream
+    # cannot stall the operator for longer than this.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.batching.batch_window = 0.1
+    settings.posting.level = logging.INFO
+    kube = KubeClient(
+        load_credentials(os.environ.get("KUBECONFIG")), ours.field_manager, ours.max_api_concurrency
+    )
+    memo.controller = Controller(settings=ours, kube=kube, emit=emit)
+    if ours.webhook_address:
+        host = ours.webhook_host or ours.webhook_address
+        files = await webhook_tls.ensure(
+            kube, ours.operator_namespace, host, Path(tempfile.mkdtemp(prefix="sealtune-webhook-"))
+        )
+        settings.admission.server = kopf.WebhookServer(
+            addr=ours.webhook_address,
+            port=ours.webhook_port,
+            host=host,
+            certfile=str(files["tls.crt"]),
+            pkeyfile=str(files["tls.key"]),
+            cafile=str(files["ca.crt"]),
+        )
+        settings.admission.managed = "validate.sealtune.dev"
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.controller.kube.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sealtune-operator", description=__doc__)
+    parser.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, or $KUBECONFIG)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    settings = Settings.from_environment()
+    kopf.configure(verbose=args.verbose)
+    if not args.verbose:
+        # kopf logs every handler's success per event: noise at thousands of jobs.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    from .. import handlers  # noqa: F401  (registers the handlers)
+
+    memo = kopf.Memo(settings=settings)
+    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+            standalone=settings.peering_name is None,
+            peering_name=settings.peering_name,
+            liveness_endpoint=liveness,
+            memo=memo,
+        )
+    )

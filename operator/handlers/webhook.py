@@ -1,0 +1,43 @@
+"""The validating admission webhook: the same policy as the reconcile, at `kubectl apply` time.
+
+failurePolicy is Ignore: while the operator is unavailable, FineTuneJobs are still accepted
+(GitOps syncs keep working) and the reconcile, which checks the same policy before it creates
+anything, reports PolicyAdmitted=False. The webhook is for early, clear refusals; the
+reconcile is the enforcement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from ..api.v1alpha1 import GROUP, VERSION, DataDomain, FineTuneJob
+from ..policy import domain_not_found, evaluate
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "finetunejobs", id="policy", operations=["CREATE", "UPDATE"], ignore_failures=True
+)
+def check_policy(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+    try:
+        metadata = {**body.metadata, "namespace": namespace}
+        job = FineTuneJob.model_validate(
+            {**{k: v for k, v in body.items() if k != "status"}, "metadata": metadata}
+        )
+    except ValidationError:
+        return  # the API server's schema and CEL rules refuse it with their own messages
+    domains = kwargs["datadomains"]
+    domain_body = next(iter(domains.get(job.spec.domain_ref.name, ())), None)
+    if domain_body is None:
+        raise kopf.AdmissionError(str(domain_not_found(job)), code=403)
+    domain = DataDomain.model_validate({k: v for k, v in domain_body.items() if k != "status"})
+    labels: dict[str, str] = next(iter(kwargs["namespace_labels"].get(namespace, ())), {})
+    violations = evaluate(job, domain, labels)
+    if violations:
+        raise kopf.AdmissionError(
+            f"FineTuneJob violates DataDomain {domain.metadata['name']}'s policy: "
+            + "; ".join(str(v) for v in violations),
+            code=403,
+        )

@@ -1,0 +1,36 @@
+"""Deterministic names of a FineTuneJob's children: a handler that runs twice finds, never
+duplicates, what the first run made (so no generateName anywhere)."""
+
+from __future__ import annotations
+
+LABEL_JOB = "sealtune.dev/finetunejob"
+LABEL_DOMAIN = "sealtune.dev/domain"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "sealtune", "app.kubernetes.io/part-of": "sealtune"}
+ANNOTATION_DESIRED_HASH = "sealtune.dev/desired-hash"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+def service_account(job: str) -> str:
+    return f"{job}-trainer"
+
+
+def config_map(job: str) -> str:
+    return f"{job}-trainer-config"
+
+
+def network_policy(job: str) -> str:
+    return f"{job}-isolation"
+
+
+def rendezvous_service(job: str) -> str:
+    return job
+
+
+def batch_job(job: str) -> str:
+    return job
+
+
+def worker_hostname(job: str, index: int) -> str:
+    """The hostname the Job controller gives the pod of an Indexed Job's completion index."""
+    return f"{batch_job(job)}-{index}"

@@ -1,0 +1,98 @@
+"""What the operator observes of a FineTuneJob's workload, reduced to the few fields the
+reconcile needs. These summaries are what the in-memory indexes hold (not whole objects), so
+memory stays small with thousands of jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .names import ANNOTATION_DESIRED_HASH, COMPLETION_INDEX_ANNOTATION
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    uid: str
+    suspended: bool
+    active: int
+    ready: int
+    succeeded: int
+    failed: int
+    start_time: str | None
+    completion_time: str | None
+    desired_hash: str | None
+    owner_uid: str | None = None
+    # Terminal condition of the batch Job, if any: ("Complete" | "Failed", reason, message).
+    finished: tuple[str, str, str] | None = None
+
+
+@dataclass(frozen=True)
+class PodObservation:
+    name: str
+    index: int
+    node_name: str | None
+    phase: str
+    runtime_class: str | None
+    unschedulable: str | None
+    """The scheduler's message while the pod cannot be placed."""
+    termination_message: str | None = None
+    exit_code: int | None = None
+    owner_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    job: JobObservation | None = None
+    pods: tuple[PodObservation, ...] = field(default_factory=tuple)
+
+
+def observe_job(body: dict[str, Any]) -> JobObservation:
+    status = body.get("status") or {}
+    finished = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            finished = (cond["type"], cond.get("reason") or "", cond.get("message") or "")
+    return JobObservation(
+        uid=body["metadata"]["uid"],
+        suspended=bool((body.get("spec") or {}).get("suspend")),
+        active=status.get("active", 0),
+        ready=status.get("ready", 0) or 0,
+        succeeded=status.get("succeeded", 0),
+        failed=status.get("failed", 0),
+        start_time=status.get("startTime"),
+        completion_time=status.get("completionTime"),
+        desired_hash=(body["metadata"].get("annotations") or {}).get(ANNOTATION_DESIRED_HASH),
+        owner_uid=next(
+            (o["uid"] for o in body["metadata"].get("ownerReferences") or [] if o.get("controller")), None
+        ),
+        finished=finished,
+    )
+
+
+def observe_pod(body: dict[str, Any]) -> PodObservation:
+    metadata, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+    unschedulable = None
+    for cond in status.get("conditions") or []:
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
+            unschedulable = cond.get("message") or "no node fits"
+    message, exit_code = None, None
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if container.get("name") == "trainer" and terminated:
+            message, exit_code = terminated.get("message"), terminated.get("exitCode")
+    owners = metadata.get("ownerReferences") or []
+    return PodObservation(
+        name=metadata["name"],
+        index=int((metadata.get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "0")),
+        node_name=spec.get("nodeName"),
+        phase=status.get("phase", "Pending"),
+        runtime_class=spec.get("runtimeClassName"),
+        unschedulable=unschedulable,
+        termination_message=message,
+        exit_code=exit_code,
+        owner_uid=owners[0]["uid"] if owners else None,
+    )

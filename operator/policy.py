@@ -1,0 +1,213 @@
+"""Whether a FineTuneJob may run under its DataDomain: a chain of pure checks, each returning
+the violations it finds with the field to change and how. The webhook refuses a job with any
+violation; the reconcile reports the first as PolicyAdmitted=False and creates nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .api.v1alpha1 import DataDomain, FineTuneJob
+from .api.v1alpha1.conditions import PolicyAdmittedReason as Reason
+from .api.v1alpha1.meta import LabelSelector
+
+
+@dataclass(frozen=True)
+class Violation:
+    field: str
+    reason: Reason
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a check looks at: the job, its domain, and the labels of the job's namespace."""
+
+    job: FineTuneJob
+    domain: DataDomain
+    namespace_labels: Mapping[str, str]
+
+    @property
+    def namespace(self) -> str:
+        return str(self.job.metadata["namespace"])
+
+
+Check = Callable[[Subject], list[Violation]]
+
+
+def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
+        return False
+    for expr in selector.match_expressions:
+        present, value = expr.key in labels, labels.get(expr.key)
+        ok = {
+            "In": present and value in expr.values,
+            "NotIn": not present or value not in expr.values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[expr.operator]
+        if not ok:
+            return False
+    return True
+
+
+def check_namespace(s: Subject) -> list[Violation]:
+    access = s.domain.spec.access
+    if s.namespace in access.namespaces:
+        return []
+    if access.namespace_selector is not None and selector_matches(
+        access.namespace_selector, s.namespace_labels
+    ):
+        return []
+    return [
+        Violation(
+            "metadata.namespace",
+            Reason.NAMESPACE_NOT_ALLOWED,
+            f"DataDomain {s.domain.metadata['name']} does not admit namespace {s.namespace}; run the job in "
+            "an admitted namespace, or ask the domain's admin to add it to spec.access",
+        )
+    ]
+
+
+def check_service_account(s: Subject) -> list[Violation]:
+    name = s.job.spec.service_account_name
+    if name is None:
+        return []
+    allowed = {(ref.namespace or s.namespace, ref.name) for ref in s.domain.spec.access.service_accounts}
+    if (s.namespace, name) in allowed:
+        return []
+    return [
+        Violation(
+            "spec.serviceAccountName",
+            Reason.SERVICE_ACCOUNT_NOT_ALLOWED,
+            f"ServiceAccount {s.namespace}/{name} is not in DataDomain {s.domain.metadata['name']}'s "
+            "spec.access.serviceAccounts; leave spec.serviceAccountName unset to run under a per-job account",
+        )
+    ]
+
+
+def check_method(s: Subject) -> list[Violation]:
+    method, allowed = s.job.spec.method.type, s.domain.spec.methods
+    if method in allowed:
+        return []
+    return [
+        Violation(
+            "spec.method.type",
+            Reason.METHOD_NOT_ALLOWED,
+            f"method {method} is not allowed by DataDomain {s.domain.metadata['name']}; use one of "
+            f"{', '.join(allowed)}",
+        )
+    ]
+
+
+def check_limits(s: Subject) -> list[Violation]:
+    limits, resources, training = s.domain.spec.limits, s.job.spec.resources, s.job.spec.training
+    found = []
+
+    def over(field: str, value: int | None, limit: int | None, what: str) -> None:
+        if value is not None and limit is not None and value > limit:
+            found.append(
+                Violation(
+                    field,
+                    Reason.LIMIT_EXCEEDED,
+                    f"{what} {value} exceeds the domain's limit of {limit}; lower it to {limit} or less",
+                )
+            )
+
+    over("spec.resources.workers", resources.workers, limits.max_workers, "workers")
+    over(
+        "spec.resources.gpusPerWorker",
+        resources.gpus_per_worker,
+        limits.max_gpus_per_worker,
+        "GPUs per worker",
+    )
+    over(
+        "spec.resources.gpusPerWorker",
+        resources.workers * resources.gpus_per_worker,
+        limits.max_total_gpus,
+        "GPUs in total (workers x gpusPerWorker)",
+    )
+    over("spec.training.epochs", training.epochs, limits.max_epochs, "epochs")
+    return found
+
+
+def check_privacy(s: Subject) -> list[Violation]:
+    required, job = s.domain.spec.privacy, s.job.spec
+    dp, gates = job.privacy.differential_privacy, job.evaluation
+    found = []
+    if required.require_differential_privacy and dp is None:
+        found.append(
+            Violation(
+                "spec.privacy.differentialPrivacy",
+                Reason.PRIVACY_REQUIRED,
+                "the domain requires differential privacy; set spec.privacy.differentialPrivacy",
+            )
+        )
+    if dp is not None and required.max_epsilon is not None and dp.target_epsilon > required.max_epsilon:
+        found.append(
+            Violation(
+                "spec.privacy.differentialPrivacy.targetEpsilon",
+                Reason.PRIVACY_REQUIRED,
+                f"target epsilon {dp.target_epsilon} exceeds the domain's maximum "
+                f"{required.max_epsilon}; lower it",
+            )
+        )
+    for field, wanted, limit in (
+        ("spec.evaluation.maxCanaryExposure", gates.max_canary_exposure, required.max_canary_exposure),
+        (
+            "spec.evaluation.maxMembershipInferenceAUC",
+            gates.max_membership_inference_auc,
+            required.max_membership_inference_auc,
+        ),
+    ):
+        if limit is not None and (wanted is None or wanted > limit):
+            found.append(
+                Violation(
+                    field,
+                    Reason.PRIVACY_REQUIRED,
+                    f"the domain requires this gate at {limit} or stricter; set it to {limit} or less",
+                )
+            )
+    return found
+
+
+def check_data_reachable(s: Subject) -> list[Violation]:
+    source = s.domain.spec.source.pvc
+    if source is None or source.namespace == s.namespace:
+        return []
+    return [
+        Violation(
+            "spec.domainRef",
+            Reason.NAMESPACE_NOT_ALLOWED,
+            f"DataDomain {s.domain.metadata['name']}'s data claim lives in namespace {source.namespace}, "
+            f"and a pod can mount claims of its own namespace only; run the job in {source.namespace}",
+        )
+    ]
+
+
+CHECKS: tuple[Check, ...] = (
+    check_namespace,
+    check_service_account,
+    check_method,
+    check_limits,
+    check_privacy,
+    check_data_reachable,
+)
+
+
+def evaluate(job: FineTuneJob, domain: DataDomain, namespace_labels: Mapping[str, str]) -> list[Violation]:
+    """Every violation, in the order of CHECKS; empty when the job may run."""
+    subject = Subject(job, domain, namespace_labels)
+    return [v for check in CHECKS for v in check(subject)]
+
+
+def domain_not_found(job: FineTuneJob) -> Violation:
+    name = job.spec.domain_ref.name
+    return Violation(
+        "spec.domainRef.name",
+        Reason.DOMAIN_NOT_FOUND,
+        f"DataDomain {name} does not exist; create it or name an existing domain",
+    )

@@ -1,0 +1,237 @@
+"""Pure status computation: from the job, the policy verdict and what was observed, the status
+the FineTuneJob should have. Conditions keep their lastTransitionTime unless their status flips."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .api.v1alpha1 import FineTuneJob
+from .api.v1alpha1.conditions import (
+    FailedReason,
+    PolicyAdmittedReason,
+    RunningReason,
+    ScheduledReason,
+    SucceededReason,
+    SuspendedReason,
+)
+from .api.v1alpha1.conditions import JobConditionType as T
+from .observe import Observation
+from .policy import Violation
+
+MAX_MESSAGE = 1024
+RESULT_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class Cond:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+def _ts(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_conditions(
+    old: Sequence[dict[str, Any]], new: Sequence[Cond], generation: int, now: datetime
+) -> list[dict[str, Any]]:
+    """New conditions in the order given, keeping lastTransitionTime where status is unchanged,
+    and the old conditions this computation does not speak about."""
+    previous = {c["type"]: c for c in old}
+    merged = []
+    for cond in new:
+        status = "True" if cond.status else "False"
+        before = previous.pop(cond.type, None)
+        moved = before is None or before.get("status") != status
+        merged.append(
+            {
+                "type": cond.type,
+                "status": status,
+                "reason": cond.reason,
+                "message": cond.message[:MAX_MESSAGE],
+                "observedGeneration": generation,
+                "lastTransitionTime": _ts(now) if moved else before["lastTransitionTime"],  # type: ignore[index]
+            }
+        )
+    merged.extend(previous.values())
+    return merged
+
+
+def transitions(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conditions of ``new`` whose status or reason differs from ``old``: one Event each."""
+    before = {c["type"]: (c["status"], c["reason"]) for c in old}
+    return [c for c in new if before.get(c["type"]) != (c["status"], c["reason"])]
+
+
+def parse_result(message: str | None) -> dict[str, Any] | None:
+    """The trainer's JSON result from its termination message, if it is one."""
+    if not message or len(message) > RESULT_LIMIT:
+        return None
+    try:
+        value = json.loads(message)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def refused_conditions(violation: Violation) -> list[Cond]:
+    return [Cond(T.POLICY_ADMITTED, False, violation.reason, str(violation))]
+
+
+FAILED_REASONS = {
+    "BackoffLimitExceeded": FailedReason.BACKOFF_LIMIT_EXCEEDED,
+    "DeadlineExceeded": FailedReason.DEADLINE_EXCEEDED,
+    "PodFailurePolicy": FailedReason.POD_FAILURE_POLICY,
+}
+
+
+def workload_conditions(job: FineTuneJob, seen: Observation) -> tuple[list[Cond], str]:
+    """Conditions and phase of an admitted job from its batch Job and pods."""
+    workers = job.spec.resources.workers
+    conds = [
+        Cond(
+            T.POLICY_ADMITTED,
+            True,
+            PolicyAdmittedReason.ADMITTED,
+            "the job complies with its domain's policy",
+        )
+    ]
+    batch = seen.job
+    suspended = job.spec.scheduling.suspend or (batch is not None and batch.suspended)
+    conds.append(
+        Cond(T.SUSPENDED, True, SuspendedReason.SUSPENDED_BY_USER, "spec.scheduling.suspend is true")
+        if suspended
+        else Cond(T.SUSPENDED, False, SuspendedReason.RESUMED, "the job is not suspended")
+    )
+    if batch is not None and batch.finished is not None:
+        kind, reason, message = batch.finished
+        done = "the job finished"
+        if kind == "Complete":
+            conds += [
+                Cond(
+                    T.SCHEDULED,
+                    True,
+                    ScheduledReason.PODS_SCHEDULED,
+                    "every worker was placed on an allowed node",
+                ),
+                Cond(T.RUNNING, False, RunningReason.FINISHED, done),
+                Cond(T.SUCCEEDED, True, SucceededReason.TRAINING_COMPLETED, "every worker completed"),
+                Cond(T.FAILED, False, SucceededReason.TRAINING_COMPLETED, "the job succeeded"),
+            ]
+            return conds, "Succeeded"
+        failed = FAILED_REASONS.get(reason, FailedReason.BACKOFF_LIMIT_EXCEEDED)
+        conds += [
+            Cond(T.RUNNING, False, RunningReason.FINISHED, done),
+            Cond(T.SUCCEEDED, False, failed, "the job failed"),
+            Cond(T.FAILED, True, failed, message or reason),
+        ]
+        return conds, "Failed"
+    if suspended:
+        return conds, "Suspended"
+    pods = [p for p in seen.pods if p.phase not in ("Succeeded", "Failed")]
+    unschedulable = [p for p in pods if p.unschedulable]
+    placed = [p for p in pods if p.node_name]
+    running = [p for p in pods if p.phase == "Running"]
+    if unschedulable:
+        conds.append(
+            Cond(
+                T.SCHEDULED,
+                False,
+                ScheduledReason.UNSCHEDULABLE,
+                f"{len(unschedulable)} of {workers} workers cannot be placed on a node the domain allows; "
+                f"the scheduler says: {unschedulable[0].unschedulable}",
+            )
+        )
+    elif len(placed) >= workers:
+        conds.append(
+            Cond(
+                T.SCHEDULED, True, ScheduledReason.PODS_SCHEDULED, "every worker is placed on an allowed node"
+            )
+        )
+    else:
+        conds.append(
+            Cond(T.SCHEDULED, False, ScheduledReason.PENDING, f"{len(placed)} of {workers} workers placed")
+        )
+    if len(running) >= workers:
+        conds.append(
+            Cond(T.RUNNING, True, RunningReason.WORKERS_RUNNING, f"{workers} of {workers} workers running")
+        )
+        return conds, "Running"
+    conds.append(
+        Cond(T.RUNNING, False, RunningReason.WORKERS_STARTING, f"{len(running)} of {workers} workers running")
+    )
+    return conds, "Pending"
+
+
+def compute_status(
+    job: FineTuneJob,
+    old_status: dict[str, Any],
+    violation: Violation | None,
+    seen: Observation,
+    now: datetime,
+) -> dict[str, Any]:
+    """The whole status the job should have now. Fields this function does not own (progress,
+    receipts, vault, artifactRef...) are carried over unchanged."""
+    generation = int(job.metadata.get("generation", 1))
+    status = dict(old_status)
+    if violation is not None:
+        conds, phase = refused_conditions(violation), "Blocked"
+    else:
+        conds, phase = workload_conditions(job, seen)
+    status["conditions"] = merge_conditions(old_status.get("conditions") or [], conds, generation, now)
+    status["phase"] = phase
+    status["observedGeneration"] = generation
+    batch = seen.job
+    if batch is not None:
+        if batch.start_time:
+            status["startTime"] = batch.start_time
+        if batch.completion_time:
+            status["completionTime"] = batch.completion_time
+        status["workers"] = {"active": batch.active, "succeeded": batch.succeeded, "failed": batch.failed}
+    nodes = sorted({p.node_name for p in seen.pods if p.node_name})
+    if nodes:
+        placement: dict[str, Any] = {"nodes": nodes}
+        runtime = next((p.runtime_class for p in seen.pods if p.runtime_class), None)
+        if runtime:
+            placement["runtimeClassName"] = runtime
+        status["placement"] = placement
+    timestamps = dict(old_status.get("timestamps") or {})
+    if violation is None and "admittedAt" not in timestamps:
+        timestamps["admittedAt"] = _ts(now)
+    if phase in ("Succeeded", "Failed") and "finishedAt" not in timestamps:
+        timestamps["finishedAt"] = (
+            batch.completion_time if batch and batch.completion_time else None
+        ) or _ts(now)
+    if timestamps:
+        status["timestamps"] = timestamps
+    if phase == "Succeeded":
+        lead = next((p for p in seen.pods if p.index == 0 and p.termination_message), None)
+        result = parse_result(lead.termination_message if lead else None)
+        if result is not None:
+            status["result"] = result_summary(result)
+    return status
+
+
+def result_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the trainer's result that status.result holds."""
+    keys = {
+        "steps": "steps",
+        "finalLoss": "trainLoss",
+        "evalLoss": "evalLoss",
+        "canaryExposure": "canaryExposure",
+        "miaAuc": "membershipInferenceAUC",
+        "epsilon": "epsilon",
+        "dataDigest": "dataDigest",
+        "manifestDigest": "manifestDigest",
+    }
+    summary = {ours: result[theirs] for theirs, ours in keys.items() if result.get(theirs) is not None}
+    gates = result.get("gates")
+    if isinstance(gates, list):
+        summary["gates"] = [g for g in gates if isinstance(g, dict) and "name" in g and "passed" in g][:16]
+    return summary

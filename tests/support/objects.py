@@ -1,0 +1,129 @@
+"""Small builders of sealtune manifests for tests: a valid default, changed by keyword
+(in the spirit of JobSet's testing wrappers)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def deep_merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def data_domain(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    """A domain that admits ``namespace``, with its data on claim "data" there."""
+    base = {
+        "classification": "internal",
+        "source": {
+            "pvc": {"namespace": namespace, "claimName": "data", "path": "."},
+            "manifestDigest": DIGEST,
+        },
+        "access": {"namespaces": [namespace]},
+        "methods": ["lora"],
+        "placement": {
+            "nodePools": [
+                {"matchExpressions": [{"key": "sealtune.dev/pool", "operator": "In", "values": ["gpu"]}]}
+            ]
+        },
+    }
+    return {
+        "apiVersion": "sealtune.dev/v1alpha1",
+        "kind": "DataDomain",
+        "metadata": {"name": name},
+        "spec": deep_merge(base, spec),
+    }
+
+
+def confidential_placement() -> dict[str, Any]:
+    return {
+        "requireConfidentialCompute": True,
+        "confidentialRuntimeClassName": "kata-qemu-nvidia-gpu-tdx",
+        # kwok's pool only: a real node simulating confidential compute may share the cluster.
+        "nodePools": [
+            {
+                "matchExpressions": [
+                    {"key": "sealtune.dev/pool", "operator": "In", "values": ["confidential-gpu"]},
+                    {"key": "type", "operator": "In", "values": ["kwok"]},
+                ]
+            }
+        ],
+        "regions": ["eu-west-1"],
+        "tolerations": [{"key": "sealtune.dev/confidential", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+
+
+def finetune_job(name: str, namespace: str, domain: str, **spec: Any) -> dict[str, Any]:
+    base = {
+        "domainRef": {"name": domain},
+        "baseModel": {"pvc": {"claimName": "models", "path": "."}, "digest": DIGEST},
+        "method": {"type": "lora", "lora": {"r": 8}},
+        "training": {"maxSteps": 10},
+        "resources": {"workers": 1, "gpusPerWorker": 1, "cpu": "1", "memory": "1Gi"},
+        "output": {"storage": {"claimName": "outputs", "path": "."}},
+    }
+    return {
+        "apiVersion": "sealtune.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": deep_merge(base, spec),
+    }
+
+
+def bound_claims(
+    namespace: str, names: tuple[str, ...] = ("data", "models", "outputs")
+) -> list[dict[str, Any]]:
+    """PersistentVolumes pre-bound to claims of these names, so pods on kwok nodes schedule.
+    (hostPath volumes under a path no real node mounts: kwok nodes run nothing.)"""
+    objects: list[dict[str, Any]] = []
+    for claim in names:
+        pv = f"{namespace}-{claim}"
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": pv},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "persistentVolumeReclaimPolicy": "Delete",
+                    "storageClassName": "",
+                    "hostPath": {"path": f"/nonexistent/{pv}"},
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            }
+        )
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": namespace},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": pv,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+        )
+    return objects
+
+
+def kwok_runtime(seconds: int) -> dict[str, Any]:
+    """spec.podMetadata that makes kwok keep the workers Running for about this long (its
+    pod-complete stage waits between the delay and the jitter-delay)."""
+    value = f"{seconds}s"
+    return {
+        "annotations": {
+            "pod-complete.stage.kwok.x-k8s.io/delay": value,
+            "pod-complete.stage.kwok.x-k8s.io/jitter-delay": value,
+        }
+    }

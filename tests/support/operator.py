@@ -1,0 +1,78 @@
+"""The operator as tests run it: the real `sealtune-operator` in a subprocess against the
+local cluster, with its log in a file the tests can read (and scan for secrets)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.cluster import LocalCluster
+
+WEBHOOK_PORT = 9443
+
+
+class OperatorProcess:
+    def __init__(self, cluster: LocalCluster, log_path: Path, **settings: str) -> None:
+        self.cluster = cluster
+        self.log_path = log_path
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        env.setdefault(
+            "SEALTUNE_WEBHOOK_ADDRESS", self.cluster.kubeconfig_server.split("//")[1].split(":")[0]
+        )
+        env.setdefault("SEALTUNE_WEBHOOK_PORT", str(WEBHOOK_PORT))
+        env.update({f"SEALTUNE_{k.upper()}": v for k, v in self.settings.items()})
+        return env
+
+    def start(self) -> None:
+        assert self.process is None or self.process.poll() is not None
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sealtune.handlers", "--kubeconfig", str(self.cluster.kubeconfig)],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.starts += 1
+        self.wait_until_serving(offset)
+
+    def wait_until_serving(self, offset: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        marker = "Reconfiguring the validating webhook"
+        while marker not in self.log_path.read_text(errors="replace")[offset:]:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"the operator exited:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the operator did not start serving:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup handler runs, as in a node crash."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
