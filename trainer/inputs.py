@@ -1,0 +1,40 @@
+"""Reading the two inputs of a run, both before anything heavy is imported: the config
+(validated against the contract) and the data set (verified, decrypted in memory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sealtune_trainer import records, sealing
+from sealtune_trainer.contract import TrainerConfig
+from sealtune_trainer.errors import ConfigRefused, DataRejected
+
+
+def load_config(path: Path) -> TrainerConfig:
+    try:
+        return TrainerConfig.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise ConfigRefused(f"cannot read config {path}: {exc.strerror}",
+                            reason="ConfigUnreadable") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False))
+        raise ConfigRefused(f"invalid config: {problems}", reason="ConfigInvalid") from None
+
+
+def load_data(config: TrainerConfig) -> records.DataSet:
+    key = None
+    if config.data.encrypted and config.data.key_file:
+        key_path = Path(config.secrets_dir) / config.data.key_file
+        try:
+            key = sealing.load_key(key_path)
+        except (OSError, sealing.SealError) as exc:
+            raise DataRejected(f"cannot use the data key file: {type(exc).__name__}",
+                               reason="DataKeyUnusable") from None
+    return records.load(Path(config.data.path), manifest_name=config.data.manifest_file,
+                        expected_digest=config.data.manifest_digest,
+                        encrypted=config.data.encrypted, key=key,
+                        data_format=config.data.format)
