@@ -1,0 +1,123 @@
+"""The desired objects of a job, as pure data."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sealtune.api.v1alpha1 import DataDomain, FineTuneJob
+from sealtune.builders import desired_children
+from sealtune.builders.endpoints import Endpoint, endpoint
+from sealtune.settings import Settings
+from sealtune_trainer.contract import TrainerConfig
+from tests.support.objects import confidential_placement, data_domain, finetune_job
+
+NS = "team-a"
+SETTINGS = Settings()
+
+
+def build(job_spec: dict[str, Any] | None = None, **domain_spec: Any) -> dict[str, dict[str, Any]]:
+    body = finetune_job("tune", NS, "d", **(job_spec or {}))
+    body["metadata"]["uid"] = "uid-1"
+    objs = desired_children(
+        FineTuneJob.model_validate(body),
+        DataDomain.model_validate(data_domain("d", NS, **domain_spec)),
+        SETTINGS,
+    )
+    return {o["kind"]: o for o in objs}
+
+
+def test_every_child_is_owned_labelled_and_deterministically_named() -> None:
+    objs = build()
+    assert list(objs) == ["ServiceAccount", "NetworkPolicy", "ConfigMap", "Service", "Job"]
+    for obj in objs.values():
+        owner = obj["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == ("FineTuneJob", "uid-1", True)
+        assert obj["metadata"]["labels"]["sealtune.dev/finetunejob"] == "tune"
+        assert obj["metadata"]["namespace"] == NS
+    assert build() == objs, "builders must be deterministic"
+    assert objs["ServiceAccount"]["automountServiceAccountToken"] is False
+
+
+def test_pods_meet_pod_security_restricted() -> None:
+    pod = build()["Job"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["readOnlyRootFilesystem"] is True
+    for volume in pod["volumes"]:
+        assert "hostPath" not in volume
+        if volume.get("emptyDir", {}).get("medium") == "Memory":
+            assert volume["emptyDir"]["sizeLimit"]
+
+
+def test_confidential_domain_sets_runtime_class_node_labels_and_pool() -> None:
+    pod = build(placement=confidential_placement())["Job"]["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "kata-qemu-nvidia-gpu-tdx"
+    assert pod["nodeSelector"] == {"nvidia.com/cc.ready.state": "true"}
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert {"key": "topology.kubernetes.io/region", "operator": "In", "values": ["eu-west-1"]} in terms[0][
+        "matchExpressions"
+    ]
+    assert {"key": "sealtune.dev/confidential", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+
+
+def test_indexed_job_carries_rendezvous_and_policies() -> None:
+    job = build({"resources": {"workers": 3, "gpusPerWorker": 2}, "scheduling": {"queueName": "team-q"}})[
+        "Job"
+    ]
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
+    assert spec["suspend"] is True, "a Kueue-queued job starts suspended"
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-q"
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3]
+    container = spec["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MASTER_ADDR"]["value"] == f"tune-0.tune.{NS}.svc.cluster.local"
+    assert env["WORLD_SIZE"]["value"] == "6"
+    assert "job-completion-index" in env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert container["command"][0] == "torchrun"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+
+
+def test_network_policy_denies_by_default_and_opens_only_what_is_needed() -> None:
+    policy = build(
+        network={
+            "vaultAddress": "https://vault.vault.svc:8200",
+            "egress": [{"cidr": "192.0.2.0/24", "ports": [{"port": 443}]}],
+        }
+    )["NetworkPolicy"]["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    egress = json.dumps(policy["egress"])
+    assert '"port": 53' in egress and "192.0.2.0/24" in egress
+    assert {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "vault"}}}],
+        "ports": [{"port": 8200, "protocol": "TCP"}],
+    } in policy["egress"]
+    sources = [rule["from"] for rule in policy["ingress"]]
+    assert [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}] in sources
+
+
+def test_config_map_holds_a_valid_trainer_contract_and_no_secret() -> None:
+    cm = build(
+        {"secrets": [{"vaultPath": "secret/data/team/key", "fileName": "api-key"}]},
+        encryption={"type": "vaultTransit", "vaultTransit": {"keyName": "k"}},
+    )["ConfigMap"]
+    config = TrainerConfig.model_validate_json(cm["data"]["trainer.json"])
+    assert config.data.encrypted is True
+    assert config.data.key_file == "/var/run/sealtune/secrets/data.key"
+    assert "secret/data" not in cm["data"]["trainer.json"]
+
+
+def test_endpoints() -> None:
+    assert endpoint("http://127.0.0.1:8200") == Endpoint(port=8200, cidr="127.0.0.1/32")
+    assert endpoint("https://vault.vault.svc.cluster.local") == Endpoint(port=443, namespace="vault")
+    assert endpoint("https://vault.example.com") is None

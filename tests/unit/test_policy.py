@@ -1,0 +1,171 @@
+"""The policy chain, table-driven: each violation names its field and its fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sealtune.api.v1alpha1 import DataDomain, FineTuneJob
+from sealtune.api.v1alpha1.meta import LabelSelector
+from sealtune.policy import evaluate, selector_matches
+from tests.support.objects import data_domain, finetune_job
+
+NS = "team-a"
+
+
+def job(**spec: Any) -> FineTuneJob:
+    body = finetune_job("j", NS, "d", **spec)
+    body["metadata"]["uid"] = "00000000-0000-0000-0000-000000000001"
+    return FineTuneJob.model_validate(body)
+
+
+def domain(**spec: Any) -> DataDomain:
+    return DataDomain.model_validate(data_domain("d", NS, **spec))
+
+
+CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, str], list[tuple[str, str]]]] = [
+    ("admitted", {}, {}, {}, []),
+    (
+        "namespace not listed",
+        {},
+        {"access": {"namespaces": ["other"]}},
+        {},
+        [("metadata.namespace", "NamespaceNotAllowed")],
+    ),
+    (
+        "namespace by selector",
+        {},
+        {"access": {"namespaces": [], "namespaceSelector": {"matchLabels": {"team": "ml"}}}},
+        {"team": "ml"},
+        [],
+    ),
+    (
+        "selector does not match",
+        {},
+        {"access": {"namespaces": [], "namespaceSelector": {"matchLabels": {"team": "ml"}}}},
+        {"team": "web"},
+        [("metadata.namespace", "NamespaceNotAllowed")],
+    ),
+    (
+        "service account not listed",
+        {"serviceAccountName": "ci"},
+        {},
+        {},
+        [("spec.serviceAccountName", "ServiceAccountNotAllowed")],
+    ),
+    (
+        "service account listed",
+        {"serviceAccountName": "ci"},
+        {"access": {"serviceAccounts": [{"name": "ci"}]}},
+        {},
+        [],
+    ),
+    (
+        "method",
+        {"method": {"type": "full", "lora": None}},
+        {"methods": ["lora"]},
+        {},
+        [("spec.method.type", "MethodNotAllowed")],
+    ),
+    (
+        "workers",
+        {"resources": {"workers": 3}},
+        {"limits": {"maxWorkers": 2}},
+        {},
+        [("spec.resources.workers", "LimitExceeded")],
+    ),
+    (
+        "total GPUs",
+        {"resources": {"workers": 2, "gpusPerWorker": 4}},
+        {"limits": {"maxTotalGPUs": 6}},
+        {},
+        [("spec.resources.gpusPerWorker", "LimitExceeded")],
+    ),
+    (
+        "epochs",
+        {"training": {"maxSteps": None, "epochs": 9}},
+        {"limits": {"maxEpochs": 3}},
+        {},
+        [("spec.training.epochs", "LimitExceeded")],
+    ),
+    (
+        "DP required",
+        {},
+        {"privacy": {"requireDifferentialPrivacy": True, "maxEpsilon": 8}},
+        {},
+        [("spec.privacy.differentialPrivacy", "PrivacyRequired")],
+    ),
+    (
+        "epsilon too high",
+        {"privacy": {"differentialPrivacy": {"targetEpsilon": 9}}},
+        {"privacy": {"maxEpsilon": 4}},
+        {},
+        [("spec.privacy.differentialPrivacy.targetEpsilon", "PrivacyRequired")],
+    ),
+    (
+        "gate missing",
+        {},
+        {"privacy": {"maxCanaryExposure": 5}},
+        {},
+        [("spec.evaluation.maxCanaryExposure", "PrivacyRequired")],
+    ),
+    (
+        "gate looser",
+        {"evaluation": {"maxMembershipInferenceAUC": 0.9}},
+        {"privacy": {"maxMembershipInferenceAUC": 0.6}},
+        {},
+        [("spec.evaluation.maxMembershipInferenceAUC", "PrivacyRequired")],
+    ),
+    (
+        "data in another namespace",
+        {},
+        {"source": {"pvc": {"namespace": "vault", "claimName": "data"}}},
+        {},
+        [("spec.domainRef", "NamespaceNotAllowed")],
+    ),
+    (
+        "every violation reported",
+        {"method": {"type": "full", "lora": None}, "resources": {"workers": 5}},
+        {"methods": ["lora"], "limits": {"maxWorkers": 1}, "access": {"namespaces": ["x"]}},
+        {},
+        [
+            ("metadata.namespace", "NamespaceNotAllowed"),
+            ("spec.method.type", "MethodNotAllowed"),
+            ("spec.resources.workers", "LimitExceeded"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("job_spec", "domain_spec", "labels", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_policy(
+    job_spec: dict[str, Any],
+    domain_spec: dict[str, Any],
+    labels: dict[str, str],
+    expected: list[tuple[str, str]],
+) -> None:
+    violations = evaluate(job(**job_spec), domain(**domain_spec), labels)
+    assert [(v.field, v.reason) for v in violations] == expected
+    for v in violations:
+        assert str(v).startswith(f"{v.field}: ") and len(v.message) > 20
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches"),
+    [
+        ({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1"]}]}, {"a": "1"}, True),
+        ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]}, {"a": "1"}, False),
+        ({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {}, False),
+        ({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {}, True),
+        (
+            {"matchLabels": {"a": "1"}, "matchExpressions": [{"key": "b", "operator": "Exists"}]},
+            {"a": "1"},
+            False,
+        ),
+    ],
+)
+def test_selector_matches(selector: dict[str, Any], labels: dict[str, str], matches: bool) -> None:
+    assert selector_matches(LabelSelector.model_validate(selector), labels) is matches

@@ -1,0 +1,102 @@
+"""Status computation: conditions from observations, transition times that move only on flips."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sealtune.api.v1alpha1 import FineTuneJob
+from sealtune.observe import JobObservation, Observation, PodObservation
+from sealtune.status import Cond, compute_status, merge_conditions, transitions
+from tests.support.objects import finetune_job
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def job(**spec: object) -> FineTuneJob:
+    body = finetune_job("j", "ns", "d", **spec)
+    body["metadata"].update(uid="u", generation=3)
+    return FineTuneJob.model_validate(body)
+
+
+def batch(**kw: object) -> JobObservation:
+    base = {
+        "uid": "b",
+        "suspended": False,
+        "active": 1,
+        "ready": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "start_time": None,
+        "completion_time": None,
+        "desired_hash": None,
+    }
+    return JobObservation(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def pod(**kw: object) -> PodObservation:
+    base = {
+        "name": "j-0",
+        "index": 0,
+        "node_name": None,
+        "phase": "Pending",
+        "runtime_class": None,
+        "unschedulable": None,
+    }
+    return PodObservation(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def conds(status: dict) -> dict[str, tuple[str, str]]:  # type: ignore[type-arg]
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_transition_time_moves_only_when_status_flips() -> None:
+    first = merge_conditions([], [Cond("Running", False, "WorkersStarting", "0 of 1")], 1, T0)
+    later = T0 + timedelta(minutes=5)
+    same = merge_conditions(first, [Cond("Running", False, "WorkersStarting", "still 0 of 1")], 2, later)
+    assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
+    assert same[0]["observedGeneration"] == 2
+    flipped = merge_conditions(same, [Cond("Running", True, "WorkersRunning", "1 of 1")], 2, later)
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T00:05:00Z"
+    assert transitions(same, flipped) == flipped
+
+
+def test_unschedulable_carries_the_scheduler_message() -> None:
+    seen = Observation(batch(), (pod(unschedulable="0/4 nodes are available: Insufficient nvidia.com/gpu."),))
+    status = compute_status(job(), {}, None, seen, T0)
+    assert conds(status)["Scheduled"] == ("False", "Unschedulable")
+    assert (
+        "Insufficient nvidia.com/gpu"
+        in next(c for c in status["conditions"] if c["type"] == "Scheduled")["message"]
+    )
+    assert status["phase"] == "Pending"
+    assert status["observedGeneration"] == 3
+
+
+def test_running_then_succeeded_with_the_trainer_result() -> None:
+    running = compute_status(
+        job(), {}, None, Observation(batch(), (pod(node_name="n1", phase="Running"),)), T0
+    )
+    assert running["phase"] == "Running" and conds(running)["Running"] == ("True", "WorkersRunning")
+    result = '{"steps": 10, "finalLoss": 1.5, "dataDigest": "sha256:' + "a" * 64 + '"}'
+    done = compute_status(
+        job(),
+        running,
+        None,
+        Observation(
+            batch(finished=("Complete", "", ""), completion_time="2026-01-01T00:10:00Z"),
+            (pod(node_name="n1", phase="Succeeded", termination_message=result),),
+        ),
+        T0 + timedelta(minutes=10),
+    )
+    assert done["phase"] == "Succeeded"
+    assert conds(done)["Succeeded"] == ("True", "TrainingCompleted")
+    assert done["result"] == {"steps": 10, "trainLoss": 1.5, "dataDigest": "sha256:" + "a" * 64}
+    assert done["timestamps"]["finishedAt"] == "2026-01-01T00:10:00Z"
+
+
+def test_failed_job_maps_the_batch_reason() -> None:
+    status = compute_status(
+        job(), {}, None, Observation(batch(finished=("Failed", "DeadlineExceeded", "too slow"))), T0
+    )
+    assert conds(status)["Failed"] == ("True", "DeadlineExceeded")
+    assert status["phase"] == "Failed"
