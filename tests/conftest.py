@@ -16,6 +16,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,11 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def real_nodes(kubeconfig: str) -> dict[str, Any]:
+    """Real kubelet nodes (containerd, runc) with sealtune's images imported; started once."""
+    from tests.e2e.realnodes import ensure_real_nodes
+
+    return ensure_real_nodes(kubeconfig)
