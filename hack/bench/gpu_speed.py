@@ -13,9 +13,12 @@ weight, 6 x layers x seq x hidden for causal attention) against 989 TFLOP/s.
 
 Sealtune configurations (--variants, comma-separated, each `KERNELS@BATCH`):
   eager   the trainer's plain path (no fused loss, no kernels)
-  liger   fused linear cross-entropy + Liger RMSNorm/SwiGLU/RoPE (the trainer's GPU default)
+  liger   fused linear cross-entropy + Liger RMSNorm/SwiGLU/RoPE (compileLayers false)
   flce    fused linear cross-entropy only
-  compile fused linear cross-entropy + torch.compile of each decoder layer
+  compile fused linear cross-entropy + torch.compile of each decoder layer (the trainer's
+          GPU default)
+BATCH `auto` picks the micro-batch from free memory as the trainer does (at most
+--auto-want).
 """
 
 from __future__ import annotations
@@ -146,9 +149,8 @@ def child_sealtune(job: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     device, dtype = _device_dtype()
     shape, batch, kernels = _shape(args), job["batch"], job["kernels"]
     steps = job["steps"]
-    data = _rows(shape, steps * batch)
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
-    args.batch_size, args.gradient_checkpointing = batch, False
+    args.batch_size, args.gradient_checkpointing = max(1, batch), False
     config = trainer_config(args, shape, precision, steps)
     base = build_model(shape, device, dtype)
     torch.manual_seed(INIT_SEED)
@@ -163,6 +165,11 @@ def child_sealtune(job: dict[str, Any], args: argparse.Namespace) -> dict[str, A
                                     device=device, dtype=dtype,
                                     fused=kernels != "eager" and fast.kernels_available(device))
     applied["fused_loss"] = stepper.loss_module.fused
+    if batch == 0:  # auto: the largest that fits, as the trainer chooses it
+        batch = applied["auto_batch"] = fast.fit_micro_batch(
+            stepper.loss_module, model, want=args.auto_want, seq_len=shape["seq"],
+            device=device, dtype=dtype)
+    data = _rows(shape, steps * batch)
     pin = device.type == "cuda"
     losses, started = [], 0.0
     for step in range(steps):
@@ -176,7 +183,7 @@ def child_sealtune(job: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     seconds = time.perf_counter() - started
     return {"tokens_per_s": (steps - args.warmup) * batch * shape["seq"] / seconds,
             "peak_gib": _peak(device), "flops_per_token": flops, "losses": losses,
-            "applied": applied}
+            "applied": applied, "batch": batch}
 
 
 def _run_child(job: dict[str, Any], argv: list[str], timeout: float) -> dict[str, Any]:
@@ -199,7 +206,7 @@ def _parse_variants(text: str) -> list[tuple[str, int]]:
     out = []
     for item in text.split(","):
         kernels, _, batch = item.strip().partition("@")
-        out.append((kernels, int(batch or 1)))
+        out.append((kernels, 0 if batch == "auto" else int(batch or 1)))
     return out
 
 
@@ -213,10 +220,12 @@ def main() -> None:
                         help="steps of each extra speed run (after --warmup)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed first steps")
     parser.add_argument("--baseline-batch", type=int, default=1)
-    parser.add_argument("--compare", default="liger",
+    parser.add_argument("--compare", default="compile",
                         help="sealtune kernels run at the baseline's batch for the loss check")
-    parser.add_argument("--variants", default="liger@4,liger@3",
+    parser.add_argument("--variants", default="compile@4,liger@4",
                         help="extra sealtune speed runs, KERNELS@BATCH, comma-separated")
+    parser.add_argument("--auto-want", type=int, default=8,
+                        help="the most examples a KERNELS@auto run may put in one micro-batch")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--lora-alpha", type=int, default=32)
     parser.add_argument("--budget-s", type=float, default=1e9,
@@ -249,7 +258,7 @@ def _run_jobs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]],
           "steps": args.warmup + args.steps}),
     ]
     for kernels, batch in _parse_variants(args.variants) if args.variants else []:
-        jobs.append((f"sealtune {kernels}@{batch}",
+        jobs.append((f"sealtune {kernels}@{batch or 'auto'}",
                      {"kind": "sealtune", "kernels": kernels, "batch": batch,
                       "steps": args.warmup + args.speed_steps}))
     results: dict[str, dict[str, Any]] = {}
