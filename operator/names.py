@@ -7,7 +7,8 @@ LABEL_JOB = "sealtune.dev/finetunejob"
 LABEL_DOMAIN = "sealtune.dev/domain"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sealtune", "app.kubernetes.io/part-of": "sealtune"}
-ANNOTATION_DESIRED_HASH = "sealtune.dev/desired-hash"
+ANNOTATION_DESIRED_HASH = "sealtune.dev/companions-hash"
+"""On the Job: the hash of its companions' desired state when they were last applied."""
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 

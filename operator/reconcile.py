@@ -34,6 +34,8 @@ Key = tuple[str, str]
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 MAX_BACKOFF_SECONDS = 300.0
+SETTLE_SECONDS = 2.0
+NEWS_WHEN_TRUE = ("PolicyAdmitted", "Running", "Succeeded", "Failed", "Suspended", "Published")
 
 
 class Emit(Protocol):
@@ -58,7 +60,7 @@ def _one(store: Any) -> Any:
     return None
 
 
-def desired_hash(obj: Mapping[str, Any]) -> str:
+def desired_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -72,8 +74,12 @@ class Controller:
     _dirty: set[Key] = field(default_factory=set)
     _failures: dict[Key, int] = field(default_factory=dict)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
-    _applied: dict[tuple[Key, str], str] = field(default_factory=dict)
-    """What was last applied per child (by desired hash), so unchanged children are not re-sent."""
+    _settling: set[Key] = field(default_factory=set)
+    _written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    """Per job, the resourceVersion our last status write replaced and the object it returned:
+    until the watch delivers that write, the index still holds the older version."""
+    _applied: dict[Key, str] = field(default_factory=dict)
+    """Hash of the companions last applied per job, so unchanged ones are not re-sent."""
 
     def trigger(self, key: Key) -> None:
         """Reconciles the job soon; triggers that arrive while it runs fold into one more run."""
@@ -81,6 +87,19 @@ class Controller:
             self._dirty.add(key)
             return
         self._running[key] = asyncio.get_running_loop().create_task(self._run(key))
+
+    def trigger_soon(self, key: Key) -> None:
+        """For news about a job's pods or batch Job: waits a moment so a burst of such events
+        (a pod scheduled, started, ready) folds into one reconcile and one status write."""
+        if key in self._settling:
+            return
+        self._settling.add(key)
+
+        def fire() -> None:
+            self._settling.discard(key)
+            self.trigger(key)
+
+        asyncio.get_running_loop().call_later(SETTLE_SECONDS, fire)
 
     def trigger_later(self, key: Key, delay: float) -> None:
         timer = self._timers.pop(key, None)
@@ -94,8 +113,8 @@ class Controller:
         if timer is not None:
             timer.cancel()
         self._failures.pop(key, None)
-        for child in [k for k in self._applied if k[0] == key]:
-            del self._applied[child]
+        self._applied.pop(key, None)
+        self._written.pop(key, None)
 
     async def _run(self, key: Key) -> None:
         try:
@@ -124,12 +143,17 @@ class Controller:
         if body is None:
             self.forget(key)
             return
+        written = self._written.get(key)
+        if written is not None and written[0] == body["metadata"]["resourceVersion"]:
+            body = written[1]
         try:
             job = FineTuneJob.model_validate({k: v for k, v in body.items() if k != "status"})
         except ValidationError as error:
             # The API server validated it against the same models; only skew gets here.
             log.error("FineTuneJob %s/%s does not parse: %s", *key, error.errors()[:3])
             return
+        if body["metadata"].get("deletionTimestamp"):
+            return  # going away: its children go with it, through their owner references
         old_status: dict[str, Any] = dict(body.get("status") or {})
         if old_status.get("phase") in TERMINAL_PHASES:
             await self._finished(key, job, body, old_status)
@@ -162,30 +186,34 @@ class Controller:
     async def _apply_children(
         self, key: Key, job: FineTuneJob, domain: DataDomain, batch: JobObservation | None
     ) -> None:
-        for child in builders.desired_children(job, domain, self.settings):
-            kind = child["kind"]
-            if kind == "ServiceAccount" and job.spec.service_account_name:
-                continue
-            if kind == "Job":
-                await self._apply_job(key, job, domain, batch)
-                continue
-            digest = desired_hash(child)
-            if self._applied.get((key, kind)) == digest:
-                continue
-            child["metadata"].setdefault("annotations", {})[names.ANNOTATION_DESIRED_HASH] = digest
-            await self.kube.apply(child)
-            self._applied[(key, kind)] = digest
+        """The companions (ServiceAccount, NetworkPolicy, ConfigMap, Service) at once, then the
+        Job: no pod exists before its isolation. The Job carries the hash of its companions'
+        desired state, so after a restart unchanged companions are not sent again."""
+        companions = [
+            child
+            for child in builders.desired_children(job, domain, self.settings)
+            if child["kind"] != "Job"
+            and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
+        ]
+        digest = desired_hash(companions)
+        if digest not in (self._applied.get(key), batch.desired_hash if batch else None):
+            await asyncio.gather(*(self.kube.apply(child) for child in companions))
+            if batch is not None:
+                annotations = {names.ANNOTATION_DESIRED_HASH: digest}
+                await self.kube.merge_patch(
+                    "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
+                )
+        self._applied[key] = digest
+        await self._apply_job(key, job, domain, batch, digest)
 
     async def _apply_job(
-        self, key: Key, job: FineTuneJob, domain: DataDomain, batch: JobObservation | None
+        self, key: Key, job: FineTuneJob, domain: DataDomain, batch: JobObservation | None, digest: str
     ) -> None:
         """Creates the Job once; afterwards only suspension changes (a Job's pod template is
         immutable, and a Kueue-managed Job's suspend belongs to Kueue)."""
         if batch is None:
             desired = indexed_job(job, domain, self.settings)
-            desired["metadata"].setdefault("annotations", {})[names.ANNOTATION_DESIRED_HASH] = desired_hash(
-                desired
-            )
+            desired["metadata"]["annotations"] = {names.ANNOTATION_DESIRED_HASH: digest}
             await self.kube.apply(desired)
             return
         if job.spec.scheduling.queue_name is None and batch.suspended != job.spec.scheduling.suspend:
@@ -198,8 +226,12 @@ class Controller:
     ) -> None:
         if new == old:
             return
-        await self.kube.patch_status("FineTuneJob", key[1], key[0], new, body["metadata"]["resourceVersion"])
+        before = body["metadata"]["resourceVersion"]
+        written = await self.kube.patch_status("FineTuneJob", key[1], key[0], new, before)
+        self._written[key] = (before, written)
         for cond in transitions(old.get("conditions") or [], new.get("conditions") or []):
+            if not is_newsworthy(cond):
+                continue
             self.emit(
                 body,
                 type="Warning" if is_bad_news(cond) else "Normal",
@@ -230,6 +262,12 @@ class Controller:
             reason="TTLExpired",
             message=f"deleted {ttl} s after it finished (spec.scheduling.ttlSecondsAfterFinished)",
         )
+
+
+def is_newsworthy(cond: Mapping[str, Any]) -> bool:
+    """Whether a transition gets an Event: milestones and bad news, not every intermediate
+    step (each Event is an API write; conditions hold the full story)."""
+    return (cond["status"] == "True" and cond["type"] in NEWS_WHEN_TRUE) or is_bad_news(cond)
 
 
 def is_bad_news(cond: Mapping[str, Any]) -> bool:

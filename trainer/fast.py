@@ -121,7 +121,7 @@ def _probe(loss_module: torch.nn.Module, size: int, seq_len: int, vocab: int, *,
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         loss, count = loss_module(batch)
-    (loss / count.clamp(min=1)).backward()  # type: ignore[no-untyped-call]
+    (loss / count.clamp(min=1)).backward()
 
 
 def fit_micro_batch(loss_module: torch.nn.Module, model: Any, *, want: int, seq_len: int,

@@ -142,7 +142,7 @@ class TorchStepper:
             with self._no_sync(index == len(micro_batches) - 1):
                 with _autocast(self.device, self.dtype):
                     summed, _ = self.model(batch)
-                (summed / total).backward()  # type: ignore[no-untyped-call]
+                (summed / total).backward()
             loss_sum += summed.detach().float()
             inputs += int(host_batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(_trainable(self._module), 1.0)

@@ -107,7 +107,9 @@ start_kube-scheduler() {
 }
 
 # kwok's own "general" stages (pods pass through init containers, Ready, and for Job pods
-# Succeeded after a short delay that a pod annotation can change), read from its module.
+# Succeeded after a short delay that a pod annotation can change), read from its module. Deletion
+# uses the "fast" stage, which drops finalizers as a kubelet's termination would let the Job
+# controller do; the general one waits forever on the Job controller's tracking finalizer.
 kwok_stages() {
   local dir
   dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
@@ -115,7 +117,7 @@ kwok_stages() {
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
     pod/general/pod-create.yaml pod/general/pod-init-container-running.yaml \
     pod/general/pod-init-container-completed.yaml pod/general/pod-ready.yaml \
-    pod/general/pod-complete.yaml pod/general/pod-delete.yaml; do
+    pod/general/pod-complete.yaml pod/fast/pod-delete.yaml; do
     echo "---"; cat "$stage/$f"
   done
 }

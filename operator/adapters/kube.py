@@ -27,6 +27,8 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "Secret": ("/api/v1", "secrets", True),
     "Namespace": ("/api/v1", "namespaces", False),
     "Pod": ("/api/v1", "pods", True),
+    "PersistentVolume": ("/api/v1", "persistentvolumes", False),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True),
     "Event": ("/api/v1", "events", True),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "Job": ("/apis/batch/v1", "jobs", True),
@@ -161,6 +163,17 @@ class KubeClient:
                         raise ApiError(response.status, payload)
                     return payload
         raise AssertionError("unreachable")
+
+    async def get_text(self, path: str) -> str:
+        """A non-JSON endpoint, such as /metrics."""
+        async with (
+            self._limit,
+            self._client().get(
+                self._credentials.server + path, headers=self._credentials.headers()
+            ) as response,
+        ):
+            response.raise_for_status()
+            return await response.text()
 
     async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
         """Server-side apply of the whole desired object; no read before the write."""

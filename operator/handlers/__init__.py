@@ -1,6 +1,3 @@
-"""Thin kopf registrations: indexes, triggers and the admission webhook. Importing this package
-registers them; the logic lives in reconcile, policy, builders and status."""
-
-from . import indexes, webhook
-
-__all__ = ["indexes", "webhook"]
+"""Thin kopf registrations. Importing a module registers its handlers: `indexes` always, and
+`webhook` only when the operator serves admission (kopf refuses admission handlers without a
+server)."""

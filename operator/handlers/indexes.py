@@ -91,14 +91,14 @@ async def finetunejob_changed(
 async def batch_job_changed(
     memo: kopf.Memo, namespace: str | None, labels: kopf.Labels, **kwargs: Any
 ) -> None:
-    controller(memo, kwargs).trigger((namespace or "", labels[LABEL_JOB]))
+    controller(memo, kwargs).trigger_soon((namespace or "", labels[LABEL_JOB]))
 
 
 @kopf.on.event("", "v1", "pods", labels=OURS)
 async def worker_pod_changed(
     memo: kopf.Memo, namespace: str | None, labels: kopf.Labels, **kwargs: Any
 ) -> None:
-    controller(memo, kwargs).trigger((namespace or "", labels[LABEL_JOB]))
+    controller(memo, kwargs).trigger_soon((namespace or "", labels[LABEL_JOB]))
 
 
 @kopf.on.event(GROUP, VERSION, "datadomains")

@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.verbose:
         # kopf logs every handler's success per event: noise at thousands of jobs.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    from .. import handlers  # noqa: F401  (registers the handlers)
+    # Importing registers the handlers.
+    from . import indexes  # noqa: F401
+
+    if settings.webhook_address:
+        from . import webhook  # noqa: F401
 
     memo = kopf.Memo(settings=settings)
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None

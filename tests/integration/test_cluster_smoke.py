@@ -4,7 +4,6 @@ TokenReview and OpenBao's Kubernetes auth, all on the cluster hack/cluster start
 from __future__ import annotations
 
 import json
-import time
 
 import hvac
 import hvac.exceptions
@@ -12,25 +11,11 @@ import pytest
 
 from tests.conftest import Kubectl
 from tests.support.cluster import LocalCluster
-
-
-def wait_for(predicate, timeout: float = 90, interval: float = 1.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
-
-
-def get_json(kubectl: Kubectl, *args: str) -> dict:  # type: ignore[type-arg]
-    return json.loads(kubectl("get", *args, "-o", "json").stdout)
+from tests.support.kube import get, wait_for
 
 
 def test_kwok_pools_carry_their_labels(kubectl: Kubectl) -> None:
-    nodes = get_json(kubectl, "nodes", "-l", "type=kwok")["items"]
+    nodes = get(kubectl, "nodes", "-l", "type=kwok")["items"]
     pools = {n["metadata"]["labels"]["sealtune.dev/pool"] for n in nodes}
     assert pools == {"gpu", "confidential-gpu", "cpu"}
     regions = {n["metadata"]["labels"]["topology.kubernetes.io/region"] for n in nodes}
@@ -43,7 +28,7 @@ def test_kwok_pools_carry_their_labels(kubectl: Kubectl) -> None:
             assert labels["nvidia.com/cc.mode.state"] == "on"
             assert labels["nvidia.com/cc.ready.state"] == "true"
             assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
-    runtime_class = get_json(kubectl, "runtimeclass", "kata-qemu-nvidia-gpu-tdx")
+    runtime_class = get(kubectl, "runtimeclass", "kata-qemu-nvidia-gpu-tdx")
     assert runtime_class["scheduling"]["nodeSelector"] == {"nvidia.com/cc.ready.state": "true"}
 
 
@@ -74,17 +59,17 @@ def test_indexed_job_is_scheduled_by_selector_and_completes(kubectl: Kubectl, na
     }
     kubectl("apply", "-f", "-", input=json.dumps(job))
     kubectl("wait", "--for=condition=Complete", "job/indexed", "-n", namespace, "--timeout=120s")
-    pods = get_json(kubectl, "pods", "-n", namespace, "-l", "job-name=indexed")["items"]
+    pods = get(kubectl, "pods", "-n", namespace, "-l", "job-name=indexed")["items"]
     indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
     assert indexes == ["0", "1"]
     for pod in pods:
-        node = get_json(kubectl, "node", pod["spec"]["nodeName"])
+        node = get(kubectl, "node", pod["spec"]["nodeName"])
         assert node["metadata"]["labels"]["sealtune.dev/pool"] == "gpu"
 
 
 def test_deleting_an_owner_cascades_to_its_dependents(kubectl: Kubectl, namespace: str) -> None:
     kubectl("create", "configmap", "owner", "-n", namespace)
-    owner_uid = get_json(kubectl, "configmap", "owner", "-n", namespace)["metadata"]["uid"]
+    owner_uid = get(kubectl, "configmap", "owner", "-n", namespace)["metadata"]["uid"]
     dependent = {
         "apiVersion": "v1",
         "kind": "ConfigMap",

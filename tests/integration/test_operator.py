@@ -5,38 +5,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.conftest import Kubectl
+from tests.support.kube import apply, get, wait_for
 from tests.support.objects import confidential_placement, data_domain, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess
 
 pytestmark = pytest.mark.usefixtures("operator")
 CHILD_KINDS = ("jobs.batch", "services", "networkpolicies", "serviceaccounts", "configmaps")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
-
-
-def apply(kubectl: Kubectl, *objects: dict[str, Any]) -> None:
-    kubectl(
-        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
-    )
-
-
-def get(kubectl: Kubectl, *args: str) -> Any:
-    return json.loads(kubectl("get", *args, "-o", "json").stdout)
 
 
 def condition(kubectl: Kubectl, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
