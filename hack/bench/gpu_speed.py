@@ -19,6 +19,17 @@ Sealtune configurations (--variants, comma-separated, each `KERNELS@BATCH`):
           GPU default)
 BATCH `auto` picks the micro-batch from free memory as the trainer does (at most
 --auto-want).
+
+--method qlora: the same shape with the decoder's projections quantised in memory to 4-bit NF4
+(bitsandbytes, double quantisation, bf16 compute; embeddings, norms and lm_head stay bf16, as
+transformers' BitsAndBytesConfig loads them), from the same random weights in every child.
+The baseline is the standard QLoRA setup (peft's prepare_model_for_kbit_training, no
+gradient checkpointing, the transformers Trainer at --baseline-batch); sealtune goes through
+the trainer's own qlora preparation (`modeling.prepare`). MFU counts the unquantised weight
+count, so it is comparable with the LoRA figures. If torch.compile of a layer fails on the
+4-bit layers, that run falls back to the Liger kernels and says so (`applied`).
+
+    python hack/bench/gpu_speed.py --shape 8b --method qlora --steps 50   # needs CUDA
 """
 
 from __future__ import annotations
@@ -79,22 +90,85 @@ def _peak(device: Any) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
+def _quantise(model: Any, dtype: Any) -> int:
+    """The decoder layers' Linear modules replaced, in place, by bitsandbytes NF4 Linear4bit
+    (double quantisation, `dtype` compute) holding the same weights; returns how many."""
+    import bitsandbytes as bnb
+    import torch
+
+    count = 0
+    for parent in list(model.model.layers.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not torch.nn.Linear:
+                continue
+            quantised = bnb.nn.Linear4bit(
+                child.in_features, child.out_features, bias=child.bias is not None,
+                compute_dtype=dtype, compress_statistics=True, quant_type="nf4",
+                device="meta")
+            quantised.weight = bnb.nn.Params4bit(
+                child.weight.data, requires_grad=False, compress_statistics=True,
+                quant_type="nf4", module=quantised).to(child.weight.device)
+            if child.bias is not None:
+                quantised.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+            setattr(parent, name, quantised)
+            count += 1
+    return count
+
+
+def _build(args: argparse.Namespace, shape: dict[str, int], device: Any, dtype: Any) -> Any:
+    """The base model of this run (4-bit for --method qlora), with the peak memory counter
+    reset afterwards so that building and quantising do not count as training memory."""
+    import gc
+
+    import torch
+    from trainer_bench import build_model
+
+    base = build_model(shape, device, dtype)
+    if args.method == "qlora":
+        _quantise(base, dtype)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    return base
+
+
+def _flops_per_token(model: Any, shape: dict[str, int]) -> float:
+    """trainer_bench.flops_per_token, counting a 4-bit weight as the weights it stands for."""
+    import math
+
+    embedding = model.get_input_embeddings().weight
+    frozen = adapter = 0
+    for p in model.parameters():
+        quant_state = getattr(p, "quant_state", None)
+        count = math.prod(quant_state.shape) if quant_state is not None else p.numel()
+        if p.requires_grad:
+            adapter += count
+        elif p is not embedding:
+            frozen += count
+    return 4 * frozen + 6 * adapter + 6 * shape["layers"] * shape["seq"] * shape["hidden"]
+
+
 def child_baseline(job: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
-    from trainer_bench import TARGETS, build_model, flops_per_token
+    from trainer_bench import TARGETS
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     device, dtype = _device_dtype()
     shape, batch = _shape(args), job["batch"]
     steps = job["steps"]
     data = _rows(shape, steps * batch)
-    base = build_model(shape, device, dtype)
+    base = _build(args, shape, device, dtype)
+    if args.method == "qlora":  # the standard QLoRA preparation (fp32 upcast of the rest)
+        from peft import prepare_model_for_kbit_training
+
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     torch.manual_seed(INIT_SEED)
     model = get_peft_model(base, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
                                             target_modules=TARGETS, task_type="CAUSAL_LM"))
     model.config.use_cache = False
-    flops = flops_per_token(model, shape)
+    flops = _flops_per_token(model, shape)
 
     class Rows(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
         def __len__(self) -> int:
@@ -139,7 +213,7 @@ def child_baseline(job: dict[str, Any], args: argparse.Namespace) -> dict[str, A
 
 def child_sealtune(job: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from trainer_bench import build_model, flops_per_token, trainer_config
+    from trainer_bench import trainer_config
 
     from sealtune_trainer import fast, steppers
     from sealtune_trainer.distributed import Topology
@@ -152,11 +226,17 @@ def child_sealtune(job: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
     args.batch_size, args.gradient_checkpointing = max(1, batch), False
     config = trainer_config(args, shape, precision, steps)
-    base = build_model(shape, device, dtype)
+    if args.method == "qlora":
+        from sealtune_trainer.contract import TrainerConfig
+
+        spec = config.model_dump(by_alias=True)
+        spec["method"] = {**spec["method"], "type": "qlora", "bits": 4}
+        config = TrainerConfig.model_validate(spec)
+    base = _build(args, shape, device, dtype)
     torch.manual_seed(INIT_SEED)
     model = prepare(base, config, device)
-    flops = flops_per_token(model, shape)
-    applied = {"kernels": kernels}
+    flops = _flops_per_token(model, shape)
+    applied: dict[str, Any] = {"kernels": kernels, "method": config.method.type}
     if kernels == "liger" and fast.kernels_available(device):
         applied["liger"] = fast.apply_kernels(model)
     if kernels == "compile":
@@ -177,13 +257,37 @@ def child_sealtune(job: dict[str, Any], args: argparse.Namespace) -> dict[str, A
             _sync(device)
             started = time.perf_counter()
         chunk = data[step * batch:(step + 1) * batch]
-        outcome = stepper.step([collate(chunk, 0, pin=pin)])
+        micro_batches = [collate(chunk, 0, pin=pin)]
+        outcome = (_first_step(stepper, micro_batches, applied, device) if step == 0
+                   else stepper.step(micro_batches))
         losses.append(outcome.loss_sum / outcome.labelled_tokens)
     _sync(device)
     seconds = time.perf_counter() - started
     return {"tokens_per_s": (steps - args.warmup) * batch * shape["seq"] / seconds,
             "peak_gib": _peak(device), "flops_per_token": flops, "losses": losses,
             "applied": applied, "batch": batch}
+
+
+def _first_step(stepper: Any, micro_batches: list[Any], applied: dict[str, Any],
+                device: Any) -> Any:
+    """The first step; where it fails with compiled layers (e.g. on 4-bit layers), the layers
+    are uncompiled, Liger's kernels applied instead, and the step taken again."""
+    from sealtune_trainer import fast
+
+    try:
+        return stepper.step(micro_batches)
+    except Exception as error:
+        if not applied.get("compiled"):
+            raise
+        applied["compile_failed"] = f"{type(error).__name__}: {error}"[:300]
+        print(f"compile failed, falling back to Liger: {applied['compile_failed']}", flush=True)
+    model = stepper.module
+    for layer in fast.causal_lm(model).model.layers:
+        layer._compiled_call_impl = None
+    applied["compiled"] = 0
+    applied["liger"] = fast.kernels_available(device) and fast.apply_kernels(model)
+    stepper.optimizer.zero_grad(set_to_none=True)
+    return stepper.step(micro_batches)
 
 
 def _run_child(job: dict[str, Any], argv: list[str], timeout: float) -> dict[str, Any]:
@@ -226,6 +330,8 @@ def main() -> None:
                         help="extra sealtune speed runs, KERNELS@BATCH, comma-separated")
     parser.add_argument("--auto-want", type=int, default=8,
                         help="the most examples a KERNELS@auto run may put in one micro-batch")
+    parser.add_argument("--method", choices=("lora", "qlora"), default="lora",
+                        help="qlora: 4-bit NF4 base weights (bitsandbytes, CUDA)")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--lora-alpha", type=int, default=32)
     parser.add_argument("--budget-s", type=float, default=1e9,
@@ -279,7 +385,7 @@ def _report(args: argparse.Namespace, results: dict[str, dict[str, Any]],
             jobs: list[tuple[str, dict[str, Any]]]) -> None:
     shape = _shape(args)
     base = results["baseline"]
-    print(f"\nshape {args.shape}  seq {shape['seq']}  LoRA r={args.lora_r} "
+    print(f"\n{args.method}  shape {args.shape}  seq {shape['seq']}  LoRA r={args.lora_r} "
           f"alpha={args.lora_alpha}")
     for name, figures in results.items():
         if "tokens_per_s" not in figures:
