@@ -66,6 +66,12 @@ class Settings(BaseModel):
     peering_name: str | None = None
     """kopf peering object's name for several replicas with one active; None runs standalone."""
 
+    peering_priority: int = Field(0, ge=0, le=1_000_000)
+    """kopf peering priority: among replicas, the highest handles objects and the others wait."""
+
+    peering_lifetime_seconds: int = Field(15, ge=5, le=600)
+    """How long a silent replica still counts as alive: the longest a handover waits."""
+
     liveness_port: int | None = Field(None, ge=1, le=65535)
     """Port of the liveness endpoint (/healthz); None serves none."""
 

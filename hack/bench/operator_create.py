@@ -126,11 +126,6 @@ async def prepare(kube: KubeClient, prefix: str, n: int) -> list[tuple[dict[str,
             },
         )
         await kube.apply(domain)
-        while any(
-            (c.get("status") or {}).get("phase") != "Bound"
-            for c in await kube.list("PersistentVolumeClaim", ns)
-        ):
-            await asyncio.sleep(0.5)
         for j in range(JOBS_PER_NAMESPACE):
             if len(pairs) == n:
                 break
@@ -142,6 +137,11 @@ async def prepare(kube: KubeClient, prefix: str, n: int) -> list[tuple[dict[str,
                 podMetadata=kwok_runtime(600),
             )
             pairs.append((domain, job))
+    # The PV controller binds claims on its own schedule; wait once for all of them.
+    claims = [c for ns in namespaces for c in await kube.list("PersistentVolumeClaim", ns)]
+    while any((c.get("status") or {}).get("phase") != "Bound" for c in claims):
+        await asyncio.sleep(1)
+        claims = [c for ns in namespaces for c in await kube.list("PersistentVolumeClaim", ns)]
     return pairs
 
 

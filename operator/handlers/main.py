@@ -39,6 +39,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 60
     settings.batching.batch_window = 0.1
     settings.posting.level = logging.INFO
+    settings.peering.lifetime = ours.peering_lifetime_seconds
     kube = KubeClient(
         load_credentials(os.environ.get("KUBECONFIG")), ours.field_manager, ours.max_api_concurrency
     )
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             namespaces=list(settings.namespaces),
             standalone=settings.peering_name is None,
             peering_name=settings.peering_name,
+            priority=settings.peering_priority,
             liveness_endpoint=liveness,
             memo=memo,
         )

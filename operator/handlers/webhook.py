@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from ..adapters.kube import KubeClient
 from ..api.v1alpha1 import GROUP, VERSION, DataDomain, FineTuneJob
 from ..policy import domain_not_found, evaluate
 
@@ -20,7 +21,7 @@ from ..policy import domain_not_found, evaluate
 @kopf.on.validate(
     GROUP, VERSION, "finetunejobs", id="policy", operations=["CREATE", "UPDATE"], ignore_failures=True
 )
-def check_policy(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+async def check_policy(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     try:
         metadata = {**body.metadata, "namespace": namespace}
         job = FineTuneJob.model_validate(
@@ -28,12 +29,15 @@ def check_policy(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
         )
     except ValidationError:
         return  # the API server's schema and CEL rules refuse it with their own messages
-    domains = kwargs["datadomains"]
-    domain_body = next(iter(domains.get(job.spec.domain_ref.name, ())), None)
+    # Read the domain and namespace live, not from the indexes: a GitOps sync applies a domain
+    # and its jobs together, and a standby replica (kopf peering) keeps no indexes current.
+    kube: KubeClient = memo.controller.kube
+    domain_body = await kube.get("DataDomain", job.spec.domain_ref.name)
     if domain_body is None:
         raise kopf.AdmissionError(str(domain_not_found(job)), code=403)
     domain = DataDomain.model_validate({k: v for k, v in domain_body.items() if k != "status"})
-    labels: dict[str, str] = next(iter(kwargs["namespace_labels"].get(namespace, ())), {})
+    namespace_body = await kube.get("Namespace", namespace or "") or {}
+    labels: dict[str, str] = namespace_body.get("metadata", {}).get("labels", {})
     violations = evaluate(job, domain, labels)
     if violations:
         raise kopf.AdmissionError(

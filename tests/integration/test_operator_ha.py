@@ -1,0 +1,83 @@
+"""Two operator replicas with kopf peering: only the higher-priority one acts; when it is
+killed, the other takes over."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Kubectl
+from tests.support.cluster import REPO_ROOT, LocalCluster
+from tests.support.kube import apply, wait_for
+from tests.support.objects import bound_claims, data_domain, finetune_job
+from tests.support.operator import OperatorProcess
+
+PEERING_CRD = str(REPO_ROOT / "hack" / "manifests" / "kopf-peering.yaml")
+
+
+@pytest.fixture
+def replicas(
+    cluster: LocalCluster, kubectl: Kubectl, crds_installed: None, tmp_path: Path
+) -> Iterator[list[OperatorProcess]]:
+    kubectl("apply", "-f", PEERING_CRD)
+    kubectl("wait", "--for=condition=Established", "-f", PEERING_CRD, "--timeout=60s")
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "kopf.dev/v1",
+                "kind": "ClusterKopfPeering",
+                "metadata": {"name": "sealtune-ha-test"},
+            }
+        ),
+    )
+    kubectl("create", "namespace", "sealtune-system", check=False)
+    pair = [
+        OperatorProcess(
+            cluster,
+            tmp_path / f"replica-{priority}.log",
+            peering_name="sealtune-ha-test",
+            peering_priority=str(priority),
+            webhook_port=str(9450 + i),
+        )
+        for i, priority in enumerate((200, 100))
+    ]
+    for replica in pair:
+        replica.start()
+    yield pair
+    for replica in pair:
+        replica.stop()
+    kubectl("delete", "clusterkopfpeering", "sealtune-ha-test", check=False)
+
+
+def job_uids(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
+    items = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
+    return [j["metadata"]["uid"] for j in items if j["metadata"]["name"] == name]
+
+
+def test_killing_the_active_replica_hands_over_without_duplicates(
+    kubectl: Kubectl, namespace: str, replicas: list[OperatorProcess]
+) -> None:
+    active, _standby = replicas
+    apply(kubectl, data_domain(f"{namespace}-d", namespace), *bound_claims(namespace))
+    apply(kubectl, finetune_job("first", namespace, f"{namespace}-d"))
+    wait_for(lambda: job_uids(kubectl, namespace, "first"), timeout=60)
+    peers = json.loads(kubectl("get", "clusterkopfpeering", "sealtune-ha-test", "-o", "json").stdout)[
+        "status"
+    ]
+    assert sorted(p["priority"] for p in peers.values()) == [100, 200], peers
+
+    active.kill()
+    killed = time.monotonic()
+    apply(kubectl, finetune_job("second", namespace, f"{namespace}-d"))
+    wait_for(lambda: job_uids(kubectl, namespace, "second"), timeout=45)
+    handover = time.monotonic() - killed
+    assert handover < 30, f"handover took {handover:.0f} s"
+    assert len(job_uids(kubectl, namespace, "first")) == 1
+    assert len(job_uids(kubectl, namespace, "second")) == 1
