@@ -29,6 +29,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/common.sh"
 # shellcheck source=nodes-versions.sh
 . "$HERE/nodes-versions.sh"
+# shellcheck source=pki.sh
+. "$HERE/pki.sh"
 
 KUBE_BIN=$BIN_CACHE/kubernetes-$KUBE_VERSION
 COREDNS_BIN=$BIN_CACHE/coredns-$COREDNS_VERSION/coredns
@@ -37,7 +39,6 @@ NODES_ROOT=${SEALTUNE_NODES_ROOT:-/var/lib/sealtune/nodes}
 # Runtime state (containerd state and sockets, network namespaces, pids): gone at reboot.
 NODES_RUN=${SEALTUNE_NODES_RUN:-/run/sealtune/nodes}
 NODES_LOGS=$SEALTUNE_STATE/logs/nodes
-PKI_CA=$SEALTUNE_STATE/pki
 ADMIN_KUBECONFIG=$SEALTUNE_STATE/kubeconfig
 CNI_BIN_DIR=${SEALTUNE_CNI_BIN_DIR:-/usr/lib/cni}
 
@@ -121,44 +122,7 @@ wait_for() {
   done
 }
 
-# --- certificates, signed by the lead's cluster CA ----------------------------------------------
-# sign DIR NAME SUBJECT EKU [SANS]
-sign() {
-  local dir=$1 name=$2 subj=$3 eku=$4 sans=${5:-}
-  [ -f "$dir/$name.crt" ] && openssl verify -CAfile "$PKI_CA/ca.crt" "$dir/$name.crt" >/dev/null 2>&1 && return 0
-  mkdir -p "$dir"; chmod 700 "$dir"
-  local ext="keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=$eku\n"
-  [ -n "$sans" ] && ext+="subjectAltName=$sans\n"
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$dir/$name.key" -subj "$subj" -out "$dir/$name.csr" 2>/dev/null
-  # shellcheck disable=SC2059
-  openssl x509 -req -in "$dir/$name.csr" -CA "$PKI_CA/ca.crt" -CAkey "$PKI_CA/ca.key" \
-    -CAcreateserial -CAserial "$dir/ca.srl" -days 30 -out "$dir/$name.crt" \
-    -extfile <(printf "$ext") 2>/dev/null
-  rm -f "$dir/$name.csr"
-}
-
-# write_kubeconfig FILE DIR NAME
-write_kubeconfig() {
-  cat >"$1" <<YAML
-apiVersion: v1
-kind: Config
-clusters:
-- name: sealtune-local
-  cluster:
-    server: https://$SEALTUNE_API_IP:$SEALTUNE_API_PORT
-    certificate-authority: $PKI_CA/ca.crt
-users:
-- name: $3
-  user:
-    client-certificate: $2/$3.crt
-    client-key: $2/$3.key
-contexts:
-- name: sealtune-local
-  context: {cluster: sealtune-local, user: $3}
-current-context: sealtune-local
-YAML
-}
+# Certificates and kubeconfigs come from pki.sh (issue, kubeconfig), signed by the cluster CA.
 
 # --- host networking: addresses, sysctls, the pods' egress guard ------------------------------
 # (Not `ip ... | grep -q`: with pipefail, grep's early exit can fail the pipeline.)
@@ -378,7 +342,7 @@ tlsPrivateKeyFile: $dir/pki/kubelet-serving.key
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
-  x509: {clientCAFile: $PKI_CA/ca.crt}
+  x509: {clientCAFile: $PKI/ca.crt}
 authorization:
   mode: Webhook
 clusterDomain: $CLUSTER_DOMAIN
@@ -417,9 +381,9 @@ start_kubelet() {
   local n=$1 name ip dir
   name=$(node_name "$n"); ip=$(node_ip "$n"); dir=$(node_dir "$n")
   running "kubelet-$name" && return 0
-  sign "$dir/pki" kubelet-client "/O=system:nodes/CN=system:node:$name" clientAuth
-  sign "$dir/pki" kubelet-serving "/O=system:nodes/CN=system:node:$name" serverAuth "IP:$ip,DNS:$name"
-  write_kubeconfig "$dir/kubelet.kubeconfig" "$dir/pki" kubelet-client
+  issue "$dir/pki" kubelet-client "/O=system:nodes/CN=system:node:$name" clientAuth
+  issue "$dir/pki" kubelet-serving "/O=system:nodes/CN=system:node:$name" serverAuth "IP:$ip,DNS:$name"
+  kubeconfig "$dir/kubelet.kubeconfig" kubelet-client "$dir/pki"
   # Pods with dnsPolicy Default get this; nothing resolves outside the cluster.
   echo "nameserver $DNS_IP" >"$dir/resolv.conf"
   kubelet_config "$n" >"$dir/kubelet.yaml"
@@ -522,8 +486,8 @@ start_coredns() {
   local dir=$NODES_RUN/coredns
   mkdir -p "$dir"
   lo_add "$DNS_IP"
-  sign "$dir" coredns "/CN=system:sealtune:coredns" clientAuth
-  write_kubeconfig "$dir/kubeconfig" "$dir" coredns
+  issue "$dir" coredns "/CN=system:sealtune:coredns" clientAuth
+  kubeconfig "$dir/kubeconfig" coredns "$dir"
   echo "$COREDNS_RBAC" | kubectl_admin apply -f - >/dev/null
   # Cluster names only: there is no `forward`, so no query ever leaves this host.
   cat >"$dir/Corefile" <<COREFILE
@@ -551,8 +515,8 @@ start_kube_proxy() {
   local dir=$NODES_RUN/kube-proxy
   mkdir -p "$dir"
   # system:kube-proxy is bound to the built-in ClusterRole system:node-proxier.
-  sign "$dir" kube-proxy "/CN=system:kube-proxy" clientAuth
-  write_kubeconfig "$dir/kubeconfig" "$dir" kube-proxy
+  issue "$dir" kube-proxy "/CN=system:kube-proxy" clientAuth
+  kubeconfig "$dir/kubeconfig" kube-proxy "$dir"
   cat >"$dir/config.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -580,7 +544,7 @@ cmd_up() {
   local count=${1:-${SEALTUNE_REAL_NODES:-1}} start=$SECONDS n
   if [ "$count" -lt 1 ] || [ "$count" -gt "$MAX_NODES" ]; then die "node count must be 1..$MAX_NODES"; fi
   [ "$(id -u)" -eq 0 ] || die "real nodes need root (containerd, mounts, iptables)"
-  if [ ! -f "$ADMIN_KUBECONFIG" ] || [ ! -f "$PKI_CA/ca.key" ]; then
+  if [ ! -f "$ADMIN_KUBECONFIG" ] || [ ! -f "$PKI/ca.key" ]; then
     die "no control plane at $SEALTUNE_STATE: run hack/cluster up first"
   fi
   kubectl_admin get --raw /readyz >/dev/null || die "the API server at $SEALTUNE_API_IP is not ready"

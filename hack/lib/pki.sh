@@ -5,30 +5,32 @@ set -euo pipefail
 
 PKI=$SEALTUNE_STATE/pki
 
-# client_cert NAME CN [ORG]: a client certificate signed by the cluster CA.
+# issue DIR NAME SUBJECT EKU [SANS]: DIR/NAME.key and DIR/NAME.crt signed by the cluster CA;
+# kept when DIR already holds a certificate this CA signed.
+issue() {
+  local dir=$1 name=$2 subj=$3 eku=$4 sans=${5:-}
+  [ -f "$dir/$name.crt" ] && openssl verify -CAfile "$PKI/ca.crt" "$dir/$name.crt" >/dev/null 2>&1 && return 0
+  mkdir -p "$dir"; chmod 700 "$dir"
+  local ext="keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=$eku\n"
+  [ -n "$sans" ] && ext+="subjectAltName=$sans\n"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$dir/$name.key" -subj "$subj" -out "$dir/$name.csr" 2>/dev/null
+  # shellcheck disable=SC2059
+  openssl x509 -req -in "$dir/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+    -CAcreateserial -CAserial "$dir/ca.srl" -days 30 -out "$dir/$name.crt" \
+    -extfile <(printf "$ext") 2>/dev/null
+  rm -f "$dir/$name.csr"
+}
+
+# client_cert NAME CN [ORG]: a client certificate for a control-plane component.
 client_cert() {
   local name=$1 cn=$2 org=${3:-}
-  local subj="/CN=$cn"
-  [ -n "$org" ] && subj="/O=$org$subj"
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
-    -CAcreateserial -days 30 -out "$PKI/$name.crt" \
-    -extfile <(printf 'keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n') 2>/dev/null
+  issue "$PKI" "$name" "${org:+/O=$org}/CN=$cn" clientAuth
 }
 
-serving_cert() {
-  local name=$1 cn=$2 sans=$3
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$PKI/$name.key" -subj "/CN=$cn" -out "$PKI/$name.csr" 2>/dev/null
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
-    -CAcreateserial -days 30 -out "$PKI/$name.crt" \
-    -extfile <(printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=%s\n' "$sans") 2>/dev/null
-}
-
-# kubeconfig FILE CERT_NAME: a kubeconfig authenticating with the named client certificate.
+# kubeconfig FILE NAME [DIR]: a kubeconfig authenticating with DIR/NAME.crt (DIR defaults to $PKI).
 kubeconfig() {
-  local file=$1 name=$2
+  local file=$1 name=$2 dir=${3:-$PKI}
   cat >"$file" <<YAML
 apiVersion: v1
 kind: Config
@@ -40,8 +42,8 @@ clusters:
 users:
 - name: $name
   user:
-    client-certificate: $PKI/$name.crt
-    client-key: $PKI/$name.key
+    client-certificate: $dir/$name.crt
+    client-key: $dir/$name.key
 contexts:
 - name: sealtune-local
   context: {cluster: sealtune-local, user: $name}
@@ -55,7 +57,7 @@ make_pki() {
   openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$PKI/ca.key" -out "$PKI/ca.crt" -days 30 -subj "/CN=sealtune-local-ca" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-  serving_cert apiserver kube-apiserver \
+  issue "$PKI" apiserver /CN=kube-apiserver serverAuth \
     "IP:$SEALTUNE_API_IP,IP:127.0.0.1,IP:$SERVICE_API_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   client_cert admin sealtune-admin system:masters
   client_cert controller-manager system:kube-controller-manager
