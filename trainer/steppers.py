@@ -92,6 +92,28 @@ def _restore_trainable(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -
         for name, value in saved.items():
             params[name].copy_(value)
 
+class _TorchState(Protocol):
+    """A stepper whose state is its trainable weights, optimizer and scheduler."""
+
+    _module: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    device: torch.device
+
+
+def _save_state(stepper: _TorchState, directory: Path) -> None:
+    torch.save({"trainable": _trainable_state(stepper._module),
+                "optimizer": stepper.optimizer.state_dict(),
+                "scheduler": stepper.scheduler.state_dict()}, directory / TORCH_STATE)
+
+
+def _load_state(stepper: _TorchState, directory: Path) -> None:
+    state = torch.load(directory / TORCH_STATE, map_location=stepper.device, weights_only=True)
+    _restore_trainable(stepper._module, state["trainable"])
+    stepper.optimizer.load_state_dict(state["optimizer"])
+    stepper.scheduler.load_state_dict(state["scheduler"])
+
+
 
 def labelled_tokens(batch: Batch) -> int:
     """Tokens that carry a loss (each predicts the next token's label)."""
@@ -154,16 +176,10 @@ class TorchStepper:
     def save(self, directory: Path) -> None:
         # Every rank holds the same state, so one copy is enough.
         if self.is_main:
-            torch.save({"trainable": _trainable_state(self._module),
-                        "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict()}, directory / TORCH_STATE)
+            _save_state(self, directory)
 
     def load(self, directory: Path) -> None:
-        state = torch.load(directory / TORCH_STATE, map_location=self.device,
-                           weights_only=True)
-        _restore_trainable(self._module, state["trainable"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        _load_state(self, directory)
 
 
 class DeepSpeedStepper:
@@ -284,16 +300,10 @@ class PrivateStepper:
         return outcome
 
     def save(self, directory: Path) -> None:
-        torch.save({"trainable": _trainable_state(self._module),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict()}, directory / TORCH_STATE)
+        _save_state(self, directory)
 
     def load(self, directory: Path) -> None:
-        state = torch.load(directory / TORCH_STATE, map_location=self.device,
-                           weights_only=True)
-        _restore_trainable(self._module, state["trainable"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        _load_state(self, directory)
 
 
 def spent_epsilon(accountant: str, noise_multiplier: float, sample_rate: float, steps: int,
