@@ -152,7 +152,7 @@ def _flops_per_token(model: Any, shape: dict[str, int]) -> float:
 def child_baseline(job: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
-    from trainer_bench import TARGETS
+    from trainer_bench import TARGETS, Rows
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     device, dtype = _device_dtype()
@@ -169,14 +169,6 @@ def child_baseline(job: dict[str, Any], args: argparse.Namespace) -> dict[str, A
                                             target_modules=TARGETS, task_type="CAUSAL_LM"))
     model.config.use_cache = False
     flops = _flops_per_token(model, shape)
-
-    class Rows(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
-        def __len__(self) -> int:
-            return len(data)
-
-        def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-            ids = torch.tensor(data[index].input_ids)
-            return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
     recorded: list[torch.Tensor] = []
     marks: dict[int, float] = {}
@@ -204,7 +196,7 @@ def child_baseline(job: dict[str, Any], args: argparse.Namespace) -> dict[str, A
             learning_rate=2e-4, lr_scheduler_type="constant", bf16=dtype == torch.bfloat16,
             logging_steps=10**9, save_strategy="no", report_to=[], dataloader_num_workers=0,
             use_cpu=device.type == "cpu", max_grad_norm=1.0, disable_tqdm=True, seed=0)
-        InOrder(model=model, args=arguments, train_dataset=Rows(), callbacks=[Clock()]).train()
+        InOrder(model=model, args=arguments, train_dataset=Rows(data), callbacks=[Clock()]).train()
     seconds = marks[steps] - marks[args.warmup]
     return {"tokens_per_s": (steps - args.warmup) * batch * shape["seq"] / seconds,
             "peak_gib": _peak(device), "flops_per_token": flops,

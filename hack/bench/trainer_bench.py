@@ -136,6 +136,20 @@ def bench_sealtune(args: argparse.Namespace, shape: dict[str, int], device: torc
     return result
 
 
+
+class Rows(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
+    """Tokenised examples as the transformers Trainer takes them: labels are the inputs."""
+
+    def __init__(self, data: list[Example]) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ids = torch.tensor(self.data[index].input_ids)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
 def bench_baseline(args: argparse.Namespace, shape: dict[str, int], device: torch.device,
                    dtype: torch.dtype, data: list[Example]) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
@@ -148,14 +162,6 @@ def bench_baseline(args: argparse.Namespace, shape: dict[str, int], device: torc
     model.config.use_cache = False
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-    class Rows(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
-        def __len__(self) -> int:
-            return len(data)
-
-        def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-            ids = torch.tensor(data[index].input_ids)
-            return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
     marks: dict[str, float] = {}
 
@@ -172,7 +178,7 @@ def bench_baseline(args: argparse.Namespace, shape: dict[str, int], device: torc
             bf16=dtype == torch.bfloat16, logging_steps=10**9, save_strategy="no",
             report_to=[], dataloader_num_workers=0, use_cpu=device.type == "cpu",
             max_grad_norm=1.0, disable_tqdm=True, seed=0)
-        trainer = Trainer(model=model, args=arguments, train_dataset=Rows(),
+        trainer = Trainer(model=model, args=arguments, train_dataset=Rows(data),
                           callbacks=[Clock()])
         trainer.train()
     _sync(device)

@@ -13,19 +13,11 @@ import pytest
 import yaml
 
 from tests.conftest import Kubectl
+from tests.support.objects import contains
 
 pytestmark = pytest.mark.integration
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "crds" / "samples").glob("*.yaml"))
-
-
-def contains(big: Any, small: Any) -> bool:
-    """Whether every field of ``small`` is in ``big`` with an equal value."""
-    if isinstance(small, dict):
-        return isinstance(big, dict) and all(k in big and contains(big[k], v) for k, v in small.items())
-    if isinstance(small, list):
-        return isinstance(big, list) and len(big) == len(small) and all(map(contains, big, small))
-    return bool(big == small)
 
 
 @pytest.fixture(scope="module")

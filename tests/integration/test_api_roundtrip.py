@@ -21,6 +21,7 @@ from kubernetes import client
 
 from sealtune import crdgen
 from sealtune.api.v1alpha1 import GROUP, VERSION, DataDomain, FineTuneJob, KubeResource, ModelArtifact
+from tests.support.objects import contains
 
 pytestmark = pytest.mark.integration
 
@@ -221,15 +222,6 @@ def manifests(kind: type[KubeResource]) -> Strategy:
     if kind is FineTuneJob:
         body = body.filter(lambda b: no_dp_with_zero(b["spec"]))
     return body.map(lambda b: b | {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind.KIND.kind})
-
-
-def contains(big: Any, small: Any) -> bool:
-    """Whether every field of ``small`` is in ``big`` with an equal value."""
-    if isinstance(small, dict):
-        return isinstance(big, dict) and all(k in big and contains(big[k], v) for k, v in small.items())
-    if isinstance(small, list):
-        return isinstance(big, list) and len(big) == len(small) and all(map(contains, big, small))
-    return bool(big == small)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,15 @@ def deep_merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def contains(big: Any, small: Any) -> bool:
+    """Whether every field of ``small`` is in ``big`` with an equal value."""
+    if isinstance(small, dict):
+        return isinstance(big, dict) and all(k in big and contains(big[k], v) for k, v in small.items())
+    if isinstance(small, list):
+        return isinstance(big, list) and len(big) == len(small) and all(map(contains, big, small))
+    return bool(big == small)
+
+
 def data_domain(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     """A domain that admits ``namespace``, with its data on claim "data" there."""
     base = {

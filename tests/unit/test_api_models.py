@@ -26,6 +26,7 @@ from sealtune.api.v1alpha1 import (
 )
 from sealtune.api.v1alpha1.base import camel
 from sealtune.api.v1alpha1.meta import Condition
+from tests.support.objects import contains
 
 pytestmark = pytest.mark.unit
 
@@ -35,15 +36,6 @@ KIND_OF = {kind.KIND.kind: kind for kind in KINDS}
 
 def load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
-
-
-def contains(big: Any, small: Any) -> bool:
-    """Whether every field of ``small`` is in ``big`` with an equal value."""
-    if isinstance(small, dict):
-        return isinstance(big, dict) and all(k in big and contains(big[k], v) for k, v in small.items())
-    if isinstance(small, list):
-        return isinstance(big, list) and len(big) == len(small) and all(map(contains, big, small))
-    return bool(big == small)
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
