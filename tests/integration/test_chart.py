@@ -1,0 +1,264 @@
+"""The Helm chart: lint and render clean; its alerts fire in promtool's unit tests; `helm install`
+into the real control plane makes its objects; and the real operator, run with a token of the
+chart's ServiceAccount (so with exactly the chart's RBAC), completes a job and is refused what the
+chart does not grant. Its metrics endpoint passes `promtool check metrics`."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import Kubectl
+from tests.support.cluster import REPO_ROOT, LocalCluster
+from tests.support.kube import apply, get, wait_for
+from tests.support.objects import data_domain, finetune_job, kwok_runtime
+from tests.support.operator import OperatorProcess
+from tests.support.tools import tool
+
+CHART = REPO_ROOT / "charts" / "sealtune"
+KUBE_VERSION = re.search(
+    r"^KUBE_VERSION=(\S+)", (REPO_ROOT / "hack/lib/versions.sh").read_text(), re.MULTILINE
+)[1]  # type: ignore[index]
+
+
+def run(*args: str, input: str | None = None, timeout: float = 300) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, input=input, timeout=timeout, check=False)
+    assert result.returncode == 0, f"{' '.join(args[:3])} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    out = run(
+        tool("helm"),
+        "template",
+        "t",
+        str(CHART),
+        "-n",
+        "sealtune-system",
+        "--kube-version",
+        KUBE_VERSION,
+        *args,
+    )
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_lint_and_template_are_clean() -> None:
+    out = run(tool("helm"), "lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in out
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in render()}
+    assert kinds >= {
+        ("ServiceAccount", "t-sealtune"),
+        ("ClusterRole", "t-sealtune"),
+        ("ClusterRoleBinding", "t-sealtune"),
+        ("Role", "t-sealtune"),
+        ("RoleBinding", "t-sealtune"),
+        ("Deployment", "t-sealtune"),
+        ("Service", "t-sealtune-metrics"),
+        ("Service", "t-sealtune-webhook"),
+        ("NetworkPolicy", "t-sealtune"),
+        ("ConfigMap", "t-sealtune-dashboard"),
+        ("ClusterKopfPeering", "t-sealtune"),
+        ("PodDisruptionBudget", "t-sealtune"),
+    }
+    assert not any(kind in ("ServiceMonitor", "PrometheusRule") for kind, _ in kinds)
+    optional = render(
+        "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true"
+    )
+    rule = next(d for d in optional if d["kind"] == "PrometheusRule")
+    alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    assert rule["spec"] == alerts, "the PrometheusRule ships files/alerts.yaml as it is"
+    assert any(d["kind"] == "ServiceMonitor" for d in optional)
+    json.loads(next(d for d in render() if d["kind"] == "ConfigMap")["data"]["sealtune.json"])
+
+
+def test_the_deployment_is_restricted_and_highly_available() -> None:
+    deployment = next(d for d in render() if d["kind"] == "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 2
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert set(container["resources"]) == {"requests", "limits"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SEALTUNE_PEERING_NAME"] == "t-sealtune"
+    assert env["SEALTUNE_WEBHOOK_SERVICE"] == "t-sealtune-webhook"
+    assert container["livenessProbe"]["httpGet"]["port"] == "healthz"
+    assert {"name": "healthz", "containerPort": int(env["SEALTUNE_LIVENESS_PORT"])} in container["ports"]
+
+
+def test_every_rbac_rule_says_why() -> None:
+    """Each rule in the RBAC template comes right after a comment that justifies it."""
+    lines = [line.strip() for line in (CHART / "templates" / "rbac.yaml").read_text().splitlines()]
+    rules = [n for n, line in enumerate(lines) if line.startswith("- apiGroups:")]
+    assert len(rules) >= 15
+    for number in rules:
+        assert lines[number - 1].startswith("#"), f"the rule at line {number + 1} says not why"
+
+
+def test_alert_rules_fire_in_promtool_unit_tests() -> None:
+    promtool = tool("promtool")
+    assert "SUCCESS" in run(promtool, "check", "rules", str(CHART / "files" / "alerts.yaml"))
+    assert "SUCCESS" in run(promtool, "test", "rules", str(CHART / "tests" / "alerts_test.yaml"))
+    tested = set(re.findall(r"alertname: (\w+)", (CHART / "tests" / "alerts_test.yaml").read_text()))
+    defined = set(re.findall(r"- alert: (\w+)", (CHART / "files" / "alerts.yaml").read_text()))
+    assert tested == defined
+
+
+@pytest.fixture
+def release(
+    cluster: LocalCluster, kubectl: Kubectl, crds_installed: None, tmp_path: Path
+) -> Iterator[dict[str, str]]:
+    """The chart installed in a namespace of its own (its pods run on kwok nodes)."""
+    suffix = uuid.uuid4().hex[:6]
+    name, namespace = f"st-{suffix}", f"sealtune-chart-{suffix}"
+    kubectl("create", "namespace", namespace)
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    helm = [tool("helm"), "--kubeconfig", str(cluster.kubeconfig)]
+    try:
+        run(
+            *helm, "install", name, str(CHART), "-n", namespace, "--wait", "--timeout", "180s",
+            "--set", "nodeSelector.type=kwok",
+            timeout=240,
+        )  # fmt: skip
+        yield {"name": name, "namespace": namespace, "fullname": f"{name}-sealtune"}
+    finally:
+        subprocess.run(
+            [*helm, "uninstall", name, "-n", namespace, "--wait"],
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def service_account_kubeconfig(
+    cluster: LocalCluster, kubectl: Kubectl, release: dict[str, str], path: Path
+) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount (TokenRequest)."""
+    token = kubectl(
+        "create", "token", release["fullname"], "-n", release["namespace"], "--duration=1h"
+    ).stdout
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    config = {
+        **admin,
+        "users": [{"name": "operator", "user": {"token": token.strip()}}],
+        "contexts": [
+            {"name": "operator", "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"}}
+        ],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
+    cluster: LocalCluster, kubectl: Kubectl, release: dict[str, str], team_namespace: str, tmp_path: Path
+) -> None:
+    ns, fullname = release["namespace"], release["fullname"]
+    # helm --wait counts the ReplicaSet's ready pods; the Deployment's status follows a moment later.
+    wait_for(lambda: get(kubectl, "deployment", fullname, "-n", ns)["status"].get("readyReplicas") == 2, 30)
+    for kind, name in (
+        ("serviceaccount", fullname),
+        ("service", f"{fullname}-metrics"),
+        ("service", f"{fullname}-webhook"),
+        ("networkpolicy", fullname),
+        ("role", fullname),
+        ("rolebinding", fullname),
+        ("configmap", f"{fullname}-dashboard"),
+        ("poddisruptionbudget", fullname),
+    ):
+        get(kubectl, kind, name, "-n", ns)
+    for kind in ("clusterrole", "clusterrolebinding", "clusterkopfpeering"):
+        get(kubectl, kind, fullname)
+
+    config = service_account_kubeconfig(cluster, kubectl, release, tmp_path / "operator.kubeconfig")
+    metrics_port = free_port()
+    operator = OperatorProcess(
+        cluster,
+        tmp_path / "operator.log",
+        kubeconfig=config,
+        operator_namespace=ns,
+        peering_name=fullname,
+        webhook_port=str(free_port()),
+        operator_metrics_port=str(metrics_port),
+    )
+    operator.start()  # waits until kopf registered the webhook: that needs the chart's grants too
+    try:
+        team = team_namespace
+        apply(
+            kubectl,
+            data_domain(f"{team}-d", team),
+            finetune_job("charted", team, f"{team}-d", podMetadata=kwok_runtime(60)),
+        )
+
+        def running() -> dict[str, Any] | None:
+            status = get(kubectl, "ftj", "charted", "-n", team).get("status") or {}
+            conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+            return status if conditions.get("Running") == "True" else None
+
+        wait_for(running, timeout=120)
+        for kind, name in (
+            ("job", "charted"),
+            ("serviceaccount", "charted-trainer"),
+            ("networkpolicy", "charted-isolation"),
+            ("configmap", "charted-trainer-config"),
+            ("service", "charted"),
+        ):
+            get(kubectl, kind, name, "-n", team)
+
+        # The same token, outside the chart's grants: refused by the API server.
+        as_operator = ["--kubeconfig", str(config)]
+        for refused in (
+            ("get", "secrets", "-n", "kube-system"),
+            ("get", "secret", "sealtune-webhook-tls", "-n", team),
+            ("delete", "node", "kwok-cpu-eu-west-1-0", "--dry-run=server"),
+            ("delete", "pods", "--all", "-n", team, "--dry-run=server"),
+            (
+                "create",
+                "clusterrolebinding",
+                "escalate",
+                "--clusterrole=cluster-admin",
+                "--user=x",
+                "--dry-run=server",
+            ),
+        ):
+            result = kubectl(*as_operator, *refused, check=False)
+            assert result.returncode != 0 and "forbidden" in result.stderr.lower(), (refused, result.stderr)
+
+        # The real scrape of the running operator passes promtool, and shows the job.
+        scrape = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        )
+        lint = subprocess.run(
+            [tool("promtool"), "check", "metrics"], input=scrape, capture_output=True, text=True, check=False
+        )
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        assert re.search(r'^sealtune_finetunejobs\{phase="Running"\} [1-9]', scrape, re.MULTILINE), scrape
+    finally:
+        operator.stop()
+    log = operator.log_path.read_text(errors="replace")
+    assert "forbidden" not in log.lower() and "not enough permissions" not in log.lower(), operator.log_tail(
+        80
+    )
