@@ -38,6 +38,9 @@ class PodObservation:
     termination_message: str | None = None
     exit_code: int | None = None
     owner_uid: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    """The trainer's image reference and the digest the node ran (for provenance)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,13 @@ def observe_pod(body: dict[str, Any]) -> PodObservation:
             and cond.get("reason") == "Unschedulable"
         ):
             unschedulable = cond.get("message") or "no node fits"
-    message, exit_code = None, None
+    message, exit_code, image, image_id = None, None, None, None
     for container in status.get("containerStatuses") or []:
+        if container.get("name") != "trainer":
+            continue
+        image, image_id = container.get("image"), container.get("imageID") or None
         terminated = (container.get("state") or {}).get("terminated")
-        if container.get("name") == "trainer" and terminated:
+        if terminated:
             message, exit_code = terminated.get("message"), terminated.get("exitCode")
     owners = metadata.get("ownerReferences") or []
     return PodObservation(
@@ -95,4 +101,6 @@ def observe_pod(body: dict[str, Any]) -> PodObservation:
         termination_message=message,
         exit_code=exit_code,
         owner_uid=owners[0]["uid"] if owners else None,
+        image=image,
+        image_id=image_id,
     )

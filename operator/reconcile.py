@@ -18,14 +18,23 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from . import builders, names
+from . import builders, metrics, names
 from .adapters.kube import ApiError, Conflict, KubeClient
+from .adapters.vault import VaultProblem
 from .api.v1alpha1 import DataDomain, FineTuneJob
+from .api.v1alpha1.conditions import JobConditionType as T
+from .api.v1alpha1.conditions import PublishedReason
+from .api.v1alpha1.datadomain import Retention
+from .audit import AuditError, AuditLog, Event, Subject
 from .builders.workload import indexed_job
+from .custody import Custody, Secured
 from .observe import JobObservation, Observation, PodObservation
 from .policy import Violation, domain_not_found, evaluate
+from .progress import ProgressReader, trainer_metrics_url, world_size
+from .publication import Publisher
 from .settings import Settings
-from .status import compute_status, transitions
+from .signing import SigningError
+from .status import Cond, compute_status, merge_conditions, parse_result, transitions
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +43,11 @@ Key = tuple[str, str]
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 MAX_BACKOFF_SECONDS = 300.0
+VAULT_MAX_BACKOFF_SECONDS = 30.0
+"""Jobs waiting for Vault retry at least this often: they start soon after it returns."""
 SETTLE_SECONDS = 2.0
+PERMANENT_REFUSALS = ("ResultInvalid", "ArtifactNameTaken")
+"""Published reasons no retry changes: the job is not signed, and says why."""
 NEWS_WHEN_TRUE = ("PolicyAdmitted", "Running", "Succeeded", "Failed", "Suspended", "Published")
 
 
@@ -69,10 +82,16 @@ class Controller:
     settings: Settings
     kube: KubeClient
     emit: Emit
+    custody: Custody
+    publisher: Publisher
+    audit: AuditLog
     snapshot: Snapshot | None = None
     _running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _dirty: set[Key] = field(default_factory=set)
     _failures: dict[Key, int] = field(default_factory=dict)
+    _vault_failures: dict[Key, int] = field(default_factory=dict)
+    progress: ProgressReader = field(default_factory=ProgressReader)
+    _progress_tasks: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _settling: set[Key] = field(default_factory=set)
     _written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
@@ -113,6 +132,9 @@ class Controller:
         if timer is not None:
             timer.cancel()
         self._failures.pop(key, None)
+        self._vault_failures.pop(key, None)
+        self._stop_progress(key)
+        self.progress.forget(key)
         self._applied.pop(key, None)
         self._written.pop(key, None)
 
@@ -121,12 +143,13 @@ class Controller:
             while True:
                 self._dirty.discard(key)
                 try:
-                    await self.reconcile(key)
+                    with metrics.reconcile_timer("FineTuneJob"):
+                        await self.reconcile(key)
                     self._failures.pop(key, None)
                 except Conflict:
                     # Someone wrote the job since our view of it; the watch brings the news.
                     self.trigger_later(key, 1.0)
-                except (ApiError, OSError, TimeoutError) as error:
+                except (ApiError, OSError, TimeoutError, VaultProblem, SigningError, AuditError) as error:
                     failures = self._failures.get(key, 0) + 1
                     self._failures[key] = failures
                     delay = min(2.0**failures, MAX_BACKOFF_SECONDS)
@@ -152,19 +175,21 @@ class Controller:
             # The API server validated it against the same models; only skew gets here.
             log.error("FineTuneJob %s/%s does not parse: %s", *key, error.errors()[:3])
             return
+        domain = self._domain(job.spec.domain_ref.name)
         if body["metadata"].get("deletionTimestamp"):
-            return  # going away: its children go with it, through their owner references
+            # Going away: its children go with it through their owner references; its Vault
+            # objects need the finalizer's cleanup.
+            await self.custody.release(body, domain)
+            return
         old_status: dict[str, Any] = dict(body.get("status") or {})
         if old_status.get("phase") in TERMINAL_PHASES:
-            await self._finished(key, job, body, old_status)
+            await self._finished(key, job, body, old_status, domain)
             return
 
-        domain_body = _one(self.snapshot.domains().get(job.spec.domain_ref.name))
         violation: Violation | None
-        if domain_body is None:
-            violation, domain = domain_not_found(job), None
+        if domain is None:
+            violation = domain_not_found(job)
         else:
-            domain = DataDomain.model_validate({k: v for k, v in domain_body.items() if k != "status"})
             labels = _one(self.snapshot.namespaces().get(key[0])) or {}
             violations = evaluate(job, domain, labels)
             violation = violations[0] if violations else None
@@ -173,25 +198,103 @@ class Controller:
         if batch is not None and batch.uid and batch_job_owner_mismatch(batch, body):
             batch = None
         pods = tuple(p for p in (self.snapshot.pods().get(key) or ()) if isinstance(p, PodObservation))
+        secured = None
         if violation is None and domain is not None:
-            await self._apply_children(key, job, domain, batch)
+            secured = await self._admitted(key, job, domain, body, old_status=old_status, batch=batch)
         elif batch is not None and not batch.suspended:
             # The domain no longer admits this job: stop its workers, keep everything else.
             await self.kube.merge_patch("Job", names.batch_job(key[1]), key[0], {"spec": {"suspend": True}})
 
         now = datetime.now(UTC)
-        status = compute_status(job, old_status, violation, Observation(batch, pods), now)
+        seen = Observation(batch, pods)
+        status = compute_status(
+            job, old_status, violation, seen, now, secrets=secured.cond if secured else None
+        )
+        if secured is not None and secured.vault:
+            status["vault"] = secured.vault
+        self._with_progress(key, job, status)
         await self._write_status(key, body, old_status, status)
 
+    async def _admitted(
+        self,
+        key: Key,
+        job: FineTuneJob,
+        domain: DataDomain,
+        body: Mapping[str, Any],
+        *,
+        old_status: Mapping[str, Any],
+        batch: JobObservation | None,
+    ) -> Secured:
+        """An admitted job: its Vault objects first, then its children; while Vault cannot
+        help, no child is made and the job is retried with backoff."""
+        secured = await self.custody.secure(job, domain, body, old_status)
+        if secured.cond.status:
+            wrapped = (secured.vault or {}).get("wrappedDataKey")
+            await self._apply_children(key, job, domain, batch, wrapped)
+            self._vault_failures.pop(key, None)
+        elif secured.retry:
+            failures = self._vault_failures.get(key, 0) + 1
+            self._vault_failures[key] = failures
+            self.trigger_later(key, min(2.0**failures, VAULT_MAX_BACKOFF_SECONDS))
+        return secured
+
+    def _with_progress(self, key: Key, job: FineTuneJob, status: dict[str, Any]) -> None:
+        """A running job's status carries its trainer's progress as last read."""
+        if status["phase"] != "Running":
+            self._stop_progress(key)
+            return
+        self._follow_progress(key, job)
+        current = self.progress.last(key, world_size(job))
+        if current is not None:
+            status["progress"] = current
+
+    def _follow_progress(self, key: Key, job: FineTuneJob) -> None:
+        """Reads a running job's trainer metrics in the background, at the reader's bounded
+        rate, and reconciles the job when its progress moved: a slow or silent trainer never
+        holds up a reconcile."""
+        if key in self._progress_tasks:
+            return
+        url, processes = trainer_metrics_url(*key, self.settings), world_size(job)
+
+        async def follow() -> None:
+            try:
+                while True:
+                    before = self.progress.last(key, processes)
+                    await self.progress.read(key, url, processes, datetime.now(UTC))
+                    if self.progress.last(key, processes) != before:
+                        self.trigger(key)
+                    await asyncio.sleep(self.progress.interval_seconds)
+            finally:
+                self._progress_tasks.pop(key, None)
+
+        self._progress_tasks[key] = asyncio.get_running_loop().create_task(follow())
+
+    def _stop_progress(self, key: Key) -> None:
+        task = self._progress_tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    def _domain(self, name: str) -> DataDomain | None:
+        assert self.snapshot is not None
+        body = _one(self.snapshot.domains().get(name))
+        if body is None:
+            return None
+        return DataDomain.model_validate({k: v for k, v in body.items() if k != "status"})
+
     async def _apply_children(
-        self, key: Key, job: FineTuneJob, domain: DataDomain, batch: JobObservation | None
+        self,
+        key: Key,
+        job: FineTuneJob,
+        domain: DataDomain,
+        batch: JobObservation | None,
+        wrapped: str | None,
     ) -> None:
         """The companions (ServiceAccount, NetworkPolicy, ConfigMap, Service) at once, then the
         Job: no pod exists before its isolation. The Job carries the hash of its companions'
         desired state, so after a restart unchanged companions are not sent again."""
         companions = [
             child
-            for child in builders.desired_children(job, domain, self.settings)
+            for child in builders.desired_children(job, domain, self.settings, wrapped)
             if child["kind"] != "Job"
             and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
         ]
@@ -229,7 +332,9 @@ class Controller:
         before = body["metadata"]["resourceVersion"]
         written = await self.kube.patch_status("FineTuneJob", key[1], key[0], new, before)
         self._written[key] = (before, written)
+        metrics.observe_status(body, old, new)
         for cond in transitions(old.get("conditions") or [], new.get("conditions") or []):
+            await self._audit(body, cond, new)
             if not is_newsworthy(cond):
                 continue
             self.emit(
@@ -239,29 +344,112 @@ class Controller:
                 message=f"{cond['type']}={cond['status']}: {cond['message']}",
             )
 
-    async def _finished(
-        self, key: Key, job: FineTuneJob, body: Mapping[str, Any], status: dict[str, Any]
+    async def _audit(
+        self, body: Mapping[str, Any], cond: Mapping[str, Any], status: Mapping[str, Any]
     ) -> None:
-        """A finished job keeps its status; it is deleted once ttlSecondsAfterFinished passes,
-        counted from the timestamp in its status, so downtime of the operator delays nothing."""
+        """The audit log's entry for a condition that moved, if it records a decision."""
+        event = audit_event(cond)
+        if event is None:
+            return
+        details: dict[str, Any] = {k: cond[k] for k in ("type", "status", "reason", "message")}
+        if event is Event.PLACEMENT:
+            details["placement"] = status.get("placement")
+        elif event is Event.ARTIFACT_PUBLISHED:
+            details["artifactRef"] = status.get("artifactRef")
+        elif event in (Event.VAULT_ROLE_CREATED, Event.VAULT_ROLE_REVOKED):
+            details["vault"] = {k: v for k, v in (status.get("vault") or {}).items() if k != "wrappedDataKey"}
+        await self.audit.record(event, Subject.of(body), details)
+
+    async def _publish(
+        self, key: Key, job: FineTuneJob, domain: DataDomain, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Signs and writes the job's ModelArtifact from its lead worker's result; a signer
+        that fails is retried with backoff, a result that cannot be signed is reported."""
+        assert self.snapshot is not None
+        pods = [p for p in self.snapshot.pods().get(key) or () if isinstance(p, PodObservation)]
+        lead = next((p for p in pods if p.index == 0 and p.termination_message), None)
+        result = parse_result(lead.termination_message if lead else None)
+        ref = None
+        if result is None:
+            cond = Cond(
+                T.PUBLISHED,
+                False,
+                PublishedReason.RESULT_INVALID,
+                "the lead worker left no result in its termination message",
+            )
+        else:
+            try:
+                cond, ref = await self.publisher.publish(job, domain, result, pods, status)
+            except SigningError as exc:
+                cond = Cond(T.PUBLISHED, False, PublishedReason.SIGNING_FAILED, str(exc))
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                self.trigger_later(key, min(2.0**failures, VAULT_MAX_BACKOFF_SECONDS))
+        generation = int(job.metadata.get("generation", 1))
+        conditions = merge_conditions(status.get("conditions") or [], [cond], generation, datetime.now(UTC))
+        return {**status, "conditions": conditions, **({"artifactRef": ref} if ref else {})}
+
+    async def _finished(
+        self,
+        key: Key,
+        job: FineTuneJob,
+        body: Mapping[str, Any],
+        status: dict[str, Any],
+        domain: DataDomain | None,
+    ) -> None:
+        """A finished job keeps its status. Its Vault objects are deleted when they fall due,
+        and the job itself once ttlSecondsAfterFinished passes: both counted from timestamps in
+        its status, so downtime of the operator delays nothing beyond its return."""
+        current = status
+        if status.get("phase") == "Succeeded" and domain is not None and not _published(status):
+            current = await self._publish(key, job, domain, current)
+        retention = domain.spec.retention if domain is not None else Retention()
+        settled, next_due = await self.custody.settle(
+            body,
+            current,
+            retention,
+            hold_copies=not _published(current) and current["phase"] == "Succeeded",
+            now=datetime.now(UTC),
+        )
+        await self._write_status(key, body, status, settled)
         ttl = job.spec.scheduling.ttl_seconds_after_finished
         finished_at = (status.get("timestamps") or {}).get("finishedAt")
-        if ttl is None or finished_at is None:
-            return
-        due = datetime.strptime(finished_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) + timedelta(
-            seconds=ttl
-        )
-        remaining = (due - datetime.now(UTC)).total_seconds()
-        if remaining > 0:
-            self.trigger_later(key, remaining)
-            return
-        await self.kube.delete("FineTuneJob", key[1], key[0])
-        self.emit(
-            body,
-            type="Normal",
-            reason="TTLExpired",
-            message=f"deleted {ttl} s after it finished (spec.scheduling.ttlSecondsAfterFinished)",
-        )
+        if ttl is not None and finished_at is not None:
+            due = datetime.strptime(finished_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            remaining = (due + timedelta(seconds=ttl) - datetime.now(UTC)).total_seconds()
+            if remaining <= 0:
+                await self.kube.delete("FineTuneJob", key[1], key[0])
+                self.emit(
+                    body,
+                    type="Normal",
+                    reason="TTLExpired",
+                    message=f"deleted {ttl} s after it finished (spec.scheduling.ttlSecondsAfterFinished)",
+                )
+                return
+            next_due = remaining if next_due is None else min(next_due, remaining)
+        if next_due is not None:
+            self.trigger_later(key, next_due)
+
+
+def audit_event(cond: Mapping[str, Any]) -> Event | None:
+    """Which condition transitions are decisions the audit log keeps."""
+    kind, true, reason = cond["type"], cond["status"] == "True", cond["reason"]
+    if kind == "PolicyAdmitted":
+        return Event.POLICY_DECISION
+    if kind == "SecretsReady" and reason in ("VaultRoleReady", "VaultRoleRevoked"):
+        return Event.VAULT_ROLE_CREATED if true else Event.VAULT_ROLE_REVOKED
+    if kind == "Scheduled" and true:
+        return Event.PLACEMENT
+    if kind == "Published" and true:
+        return Event.ARTIFACT_PUBLISHED
+    return None
+
+
+def _published(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Published" and (c.get("status") == "True" or c.get("reason") in PERMANENT_REFUSALS)
+        for c in status.get("conditions") or []
+    )
 
 
 def is_newsworthy(cond: Mapping[str, Any]) -> bool:
@@ -275,9 +463,9 @@ def is_bad_news(cond: Mapping[str, Any]) -> bool:
     if cond["type"] == "Failed":
         return bool(cond["status"] == "True")
     return (
-        cond["type"] in ("PolicyAdmitted", "Scheduled")
+        cond["type"] in ("PolicyAdmitted", "SecretsReady", "Scheduled")
         and cond["status"] == "False"
-        and cond["reason"] != "Pending"
+        and cond["reason"] not in ("Pending", "VaultRoleRevoked")
     )
 
 

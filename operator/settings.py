@@ -50,7 +50,43 @@ class Settings(BaseModel):
     """Labels a node carries when its GPUs are in confidential-computing mode and ready."""
 
     vault_address: str | None = None
-    """Vault (or OpenBao) address trainers reach; the domain's network.vaultAddress wins."""
+    """Vault (or OpenBao) address trainers reach; the domain's network.vaultAddress wins. None:
+    no Vault, and jobs that need one wait with SecretsReady=False."""
+
+    vault_operator_address: str | None = None
+    """Vault's address as the operator reaches it; defaults to vault_address."""
+
+    vault_auth_mount: Name = "kubernetes"
+    """Mount path of Vault's Kubernetes auth method: the operator and the trainers log in there."""
+
+    vault_role: Name = "sealtune-operator"
+    """The Kubernetes-auth role the operator logs in with (see deploy/vault/)."""
+
+    vault_audience: Name = "vault"
+    """Audience of the ServiceAccount tokens presented to Vault, the operator's and the pods'."""
+
+    vault_jwt_path: Name = "/var/run/secrets/sealtune.dev/vault/token"
+    """The operator's projected ServiceAccount token for its Kubernetes-auth login."""
+
+    vault_token_file: str | None = None
+    """Development only: a file holding a Vault token, used instead of the Kubernetes login."""
+
+    vault_ca_file: str | None = None
+    """CA bundle that signs Vault's certificate; None uses the system's."""
+
+    audit_path: str | None = "/var/lib/sealtune/audit/audit.jsonl"
+    """The hash-chained audit log's file (on a PVC in the chart); empty: none."""
+
+    audit_stdout: bool = True
+    """Also print each audit entry as a JSON line on stdout, for log shippers."""
+
+    signing_transit_key: Name = "sealtune-signing"
+    """Vault transit key (ecdsa-p256) that signs artifacts when Vault is configured."""
+
+    signing_transit_mount: Name = "transit"
+
+    signing_secret: Name = "sealtune-signing-key"  # noqa: S105 (a Secret's name)
+    """Without Vault: the Secret in operator_namespace holding the signing key (made on first use)."""
 
     webhook_address: str | None = None
     """Address the admission webhook listens on and the API server calls (None: no webhook)."""
@@ -75,6 +111,18 @@ class Settings(BaseModel):
     liveness_port: int | None = Field(None, ge=1, le=65535)
     """Port of the liveness endpoint (/healthz); None serves none."""
 
+    operator_metrics_port: int | None = Field(None, ge=1, le=65535)
+    """Port of the operator's own Prometheus endpoint (/metrics, every interface); None serves
+    none. (metrics_port is the trainers'.)"""
+
+    webhook_service: str | None = None
+    """Name of the Service in operator_namespace through which the API server calls the webhook
+    (in a cluster: the API server finds the pods through its endpoints and needs no cluster
+    DNS); None registers the webhook by URL (webhook_host), as outside a cluster."""
+
+    webhook_service_port: int = Field(443, ge=1, le=65535)
+    """That Service's port."""
+
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -89,6 +137,10 @@ class Settings(BaseModel):
                 values[name] = dict(pair.split("=", 1) for pair in raw.split(",") if pair)
             elif field.annotation in (int, int | None):
                 values[name] = int(raw)
+            elif field.annotation is bool:
+                values[name] = raw.strip().lower() in ("1", "true", "yes")
+            elif name == "audit_path":
+                values[name] = raw or None
             else:
                 values[name] = raw
         return cls.model_validate(values)

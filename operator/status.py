@@ -91,17 +91,16 @@ FAILED_REASONS = {
 }
 
 
+def admitted() -> Cond:
+    return Cond(
+        T.POLICY_ADMITTED, True, PolicyAdmittedReason.ADMITTED, "the job complies with its domain's policy"
+    )
+
+
 def workload_conditions(job: FineTuneJob, seen: Observation) -> tuple[list[Cond], str]:
     """Conditions and phase of an admitted job from its batch Job and pods."""
     workers = job.spec.resources.workers
-    conds = [
-        Cond(
-            T.POLICY_ADMITTED,
-            True,
-            PolicyAdmittedReason.ADMITTED,
-            "the job complies with its domain's policy",
-        )
-    ]
+    conds = [admitted()]
     batch = seen.job
     suspended = job.spec.scheduling.suspend or (batch is not None and batch.suspended)
     conds.append(
@@ -175,15 +174,22 @@ def compute_status(
     violation: Violation | None,
     seen: Observation,
     now: datetime,
+    *,
+    secrets: Cond | None = None,
 ) -> dict[str, Any]:
-    """The whole status the job should have now. Fields this function does not own (progress,
-    receipts, vault, artifactRef...) are carried over unchanged."""
+    """The whole status the job should have now. ``secrets`` is the SecretsReady condition when
+    the reconcile looked at Vault. Fields this function does not own (progress, receipts,
+    vault, artifactRef...) are carried over unchanged."""
     generation = int(job.metadata.get("generation", 1))
     status = dict(old_status)
     if violation is not None:
         conds, phase = refused_conditions(violation), "Blocked"
+    elif secrets is not None and not secrets.status and seen.job is None:
+        conds, phase = [admitted(), secrets], "Pending"
     else:
         conds, phase = workload_conditions(job, seen)
+        if secrets is not None:
+            conds.insert(1, secrets)
     status["conditions"] = merge_conditions(old_status.get("conditions") or [], conds, generation, now)
     status["phase"] = phase
     status["observedGeneration"] = generation

@@ -6,15 +6,23 @@
 A checkpoint is written into a hidden staging directory and renamed into place; `latest` is
 replaced atomically afterwards. A process killed at any moment therefore leaves either the
 previous checkpoint or the new one as `latest`, never a partial one.
+
+With a key, every file of a checkpoint (but its small trainer state) is sealed before it is
+published, and opened into memory to resume: deleting the key deletes the checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from sealtune_trainer import sealing
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
@@ -67,6 +75,30 @@ def publish(root: Path, step: int, state: dict[str, Any]) -> Path:
     for old in complete[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def seal_tree(directory: Path, key: bytes) -> None:
+    """Seals every file of a staged checkpoint in place, before it is published."""
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        tmp = path.with_name(f".{path.name}.sealing")
+        with path.open("rb") as src, tmp.open("wb") as dst:
+            sealing.seal_stream(src, dst, key)
+        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def opened_tree(directory: Path, key: bytes, scratch: Path) -> Iterator[Path]:
+    """The checkpoint's files opened into a private directory under ``scratch`` (memory-backed
+    in a pod) for loading, and removed afterwards: plaintext never reaches the volume."""
+    target = Path(tempfile.mkdtemp(dir=scratch, prefix="checkpoint-"))
+    try:
+        for path in (p for p in directory.rglob("*") if p.is_file() and p.name != STATE_FILE):
+            out = target / path.relative_to(directory)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(sealing.open_sealed(path.read_bytes(), key))
+        yield target
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def latest(root: Path | None) -> tuple[Path, dict[str, Any]] | None:

@@ -285,6 +285,12 @@ class OutputSpec(_Spec):
     checkpoint_dir: str | None = Field(
         default=None, description="Resumable checkpoints; required if checkpointEvery > 0."
     )
+    checkpoint_key_file: str | None = Field(
+        default=None,
+        description="Key that seals every checkpoint file (the job's data key, which Vault wraps "
+        "under the job's own transit key: deleting that key shreds the checkpoints). A relative "
+        "path is resolved against `secretsDir`. Unset: checkpoints are written in clear.",
+    )
     termination_message_path: str = Field(
         default=DEFAULT_TERMINATION_MESSAGE_PATH,
         min_length=1,

@@ -25,15 +25,23 @@ def load_config(path: Path) -> TrainerConfig:
         raise ConfigRefused(f"invalid config: {problems}", reason="ConfigInvalid") from None
 
 
+def _key(config: TrainerConfig, file: str, reason: str) -> bytes:
+    try:
+        return sealing.load_key(Path(config.secrets_dir) / file)
+    except (OSError, sealing.SealError) as exc:
+        raise DataRejected(f"cannot use the key file {file}: {type(exc).__name__}", reason=reason) from None
+
+
+def checkpoint_key(config: TrainerConfig) -> bytes | None:
+    """The key that seals the run's checkpoints, if the config names one."""
+    file = config.output.checkpoint_key_file
+    return _key(config, file, "CheckpointKeyUnusable") if file else None
+
+
 def load_data(config: TrainerConfig) -> records.DataSet:
     key = None
     if config.data.encrypted and config.data.key_file:
-        key_path = Path(config.secrets_dir) / config.data.key_file
-        try:
-            key = sealing.load_key(key_path)
-        except (OSError, sealing.SealError) as exc:
-            raise DataRejected(f"cannot use the data key file: {type(exc).__name__}",
-                               reason="DataKeyUnusable") from None
+        key = _key(config, config.data.key_file, "DataKeyUnusable")
     return records.load(Path(config.data.path), manifest_name=config.data.manifest_file,
                         expected_digest=config.data.manifest_digest,
                         encrypted=config.data.encrypted, key=key,

@@ -22,11 +22,16 @@ def write_metrics(directory: Path, metrics: dict[str, Any]) -> None:
                              json.dumps(metrics, indent=2, sort_keys=True).encode())
 
 
-def write_manifest(directory: Path, **extra: Any) -> str:
-    """Lists every file under `directory` (except the manifest) and returns the digest."""
+def write_manifest(directory: Path, **extra: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Lists every file under `directory` (except the manifest) in the manifest. Returns its
+    digest and the files the operator signs: those listed, and the manifest itself."""
     files = [p.relative_to(directory).as_posix() for p in directory.rglob("*")
              if p.is_file() and p.name != MANIFEST_NAME]
-    return manifest.write(directory / MANIFEST_NAME, manifest.build(directory, files, **extra))
+    document = manifest.build(directory, files, **extra)
+    digest = manifest.write(directory / MANIFEST_NAME, document)
+    size, sha256 = manifest.hash_file(directory / MANIFEST_NAME)
+    signed = [*document["files"], {"path": MANIFEST_NAME, "size": size, "sha256": sha256}]
+    return digest, sorted(signed, key=lambda f: f["path"])
 
 
 def verify_outputs(directory: Path) -> list[str]:

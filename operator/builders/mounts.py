@@ -1,5 +1,5 @@
 """Where things appear inside a trainer pod. The trainer's config refers to these paths."""
-# ruff: noqa: S105, S108  (paths and an audience, not passwords or host temp files)
+# ruff: noqa: S105, S108  (paths, not passwords or host temp files)
 
 CONFIG_DIR = "/var/run/sealtune/config"
 CONFIG_FILE = "trainer.json"
@@ -8,6 +8,5 @@ MODEL_DIR = "/var/run/sealtune/model"
 OUTPUT_DIR = "/var/run/sealtune/output"
 SECRETS_DIR = "/var/run/sealtune/secrets"
 VAULT_TOKEN_DIR = "/var/run/secrets/sealtune.dev/vault"
-VAULT_TOKEN_AUDIENCE = "vault"
 SCRATCH_DIR = "/tmp"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"

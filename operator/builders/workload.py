@@ -8,17 +8,24 @@ from typing import Any
 from .. import names
 from ..api.v1alpha1 import DataDomain, FineTuneJob
 from ..settings import Settings
-from . import mounts
+from . import mounts, vault
 from .meta import child_metadata, selector_labels
 
 REGION_LABEL = "topology.kubernetes.io/region"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
 TRAINER_CONTAINER = "trainer"
-# The trainer's exit codes that no retry can fix (trainer/errors.py): a refused config, and
-# data that failed verification.
-PERMANENT_EXIT_CODES = [2, 3]
+# Exit codes that no retry can fix (trainer/errors.py): a refused config, and data that failed
+# verification; for the init container, a refusal by Vault or a missing secret path.
+PERMANENT_EXIT_CODES = {TRAINER_CONTAINER: [2, 3], vault.INIT_CONTAINER: [2]}
 RUN_AS = 65532
+RESTRICTED_CONTAINER: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def node_affinity(domain: DataDomain) -> dict[str, Any] | None:
@@ -102,20 +109,6 @@ def _volumes(job: FineTuneJob, domain: DataDomain) -> tuple[list[dict[str, Any]]
         {"name": "secrets", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
         {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}},
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
-        {
-            "name": "vault-token",
-            "projected": {
-                "sources": [
-                    {
-                        "serviceAccountToken": {
-                            "audience": mounts.VAULT_TOKEN_AUDIENCE,
-                            "expirationSeconds": 3600,
-                            "path": "token",
-                        }
-                    }
-                ]
-            },
-        },
     ]
     mounts_: list[dict[str, Any]] = [
         {"name": "config", "mountPath": mounts.CONFIG_DIR, "readOnly": True},
@@ -139,6 +132,53 @@ def _volumes(job: FineTuneJob, domain: DataDomain) -> tuple[list[dict[str, Any]]
             mount["subPath"] = path
         mounts_.append(mount)
     return volumes, mounts_
+
+
+def vault_init_container(settings: Settings) -> dict[str, Any]:
+    """Logs in to Vault with the pod's audience-bound token (mounted only here, never in the
+    trainer) and fills the memory volume; see sealtune_trainer.vault_init."""
+    return {
+        "name": vault.INIT_CONTAINER,
+        "image": settings.trainer_image,
+        "command": [
+            "python",
+            "-m",
+            "sealtune_trainer.vault_init",
+            "--config",
+            f"{mounts.CONFIG_DIR}/{vault.INIT_CONFIG_FILE}",
+        ],
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": mounts.CONFIG_DIR, "readOnly": True},
+            {"name": "secrets", "mountPath": mounts.SECRETS_DIR},
+            {"name": "vault-token", "mountPath": mounts.VAULT_TOKEN_DIR, "readOnly": True},
+        ],
+        "securityContext": RESTRICTED_CONTAINER,
+    }
+
+
+def vault_token_volume(job: FineTuneJob, settings: Settings) -> dict[str, Any]:
+    """The pod's ServiceAccount token for Vault alone: bound to the audience Vault's roles
+    check, and expiring with the job's deadline at the latest (10 minutes is the API minimum)."""
+    seconds = max(min(job.spec.scheduling.active_deadline_seconds, 3600), 600)
+    return {
+        "name": "vault-token",
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": settings.vault_audience,
+                        "expirationSeconds": seconds,
+                        "path": "token",
+                    }
+                }
+            ]
+        },
+    }
 
 
 def indexed_job(
@@ -182,17 +222,14 @@ def indexed_job(
                 "volumeMounts": volume_mounts,
                 "terminationMessagePath": mounts.TERMINATION_MESSAGE_PATH,
                 "terminationMessagePolicy": "File",
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "runAsNonRoot": True,
-                    "capabilities": {"drop": ["ALL"]},
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": RESTRICTED_CONTAINER,
             }
         ],
         "volumes": volumes,
     }
+    if vault.plan(job, domain) is not None:
+        pod_spec["initContainers"] = [vault_init_container(settings)]
+        volumes.append(vault_token_volume(job, settings))
     affinity = node_affinity(domain)
     if affinity:
         pod_spec["affinity"] = affinity
@@ -205,6 +242,7 @@ def indexed_job(
     if scheduling.priority_class_name:
         pod_spec["priorityClassName"] = scheduling.priority_class_name
 
+    containers = {c["name"] for c in [*pod_spec["containers"], *pod_spec.get("initContainers", [])]}
     metadata = child_metadata(job, names.batch_job(name), "workload")
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
@@ -214,14 +252,14 @@ def indexed_job(
         "activeDeadlineSeconds": scheduling.active_deadline_seconds,
         "podFailurePolicy": {
             "rules": [
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": TRAINER_CONTAINER,
-                        "operator": "In",
-                        "values": PERMANENT_EXIT_CODES,
-                    },
-                },
+                *(
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": container, "operator": "In", "values": codes},
+                    }
+                    for container, codes in PERMANENT_EXIT_CODES.items()
+                    if container in containers
+                ),
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]
         },

@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from .. import metrics
 from ..api.v1alpha1 import GROUP, VERSION
 from ..names import LABEL_JOB
 from ..observe import observe_job, observe_pod
@@ -23,6 +24,7 @@ SLIM_METADATA = (
     "annotations",
     "creationTimestamp",
     "deletionTimestamp",
+    "finalizers",
 )
 
 
@@ -62,6 +64,11 @@ def worker_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_
     return {(namespace, labels[LABEL_JOB]): observe_pod(dict(body))}
 
 
+@kopf.index(GROUP, VERSION, "modelartifacts")
+def artifact_stages(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): (body.get("promotion") or {}).get("stage", "Candidate")}
+
+
 def controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
     ctl: Controller = memo.controller
     if ctl.snapshot is None:
@@ -73,6 +80,7 @@ def controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
             domains=lambda: kwargs["datadomains"],
             namespaces=lambda: kwargs["namespace_labels"],
         )
+        metrics.STATE.bind(ctl.snapshot.finetunejobs, lambda: kwargs["artifact_stages"])
     return ctl
 
 

@@ -6,14 +6,23 @@ import argparse
 import asyncio
 import logging
 import os
+import random
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import kopf
 
+from .. import metrics
 from ..adapters import webhook_tls
 from ..adapters.kube import KubeClient, load_credentials
+from ..adapters.vault import VaultAdmin
+from ..audit import AuditLog
+from ..custody import Custody
+from ..keys import OperatorKeys
+from ..publication import Publisher
 from ..reconcile import Controller
 from ..settings import Settings
 
@@ -40,29 +49,52 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.batch_window = 0.1
     settings.posting.level = logging.INFO
     settings.peering.lifetime = ours.peering_lifetime_seconds
+    if ours.operator_metrics_port:
+        memo.metrics_server = await metrics.serve(ours.operator_metrics_port)
     kube = KubeClient(
         load_credentials(os.environ.get("KUBECONFIG")), ours.field_manager, ours.max_api_concurrency
     )
-    memo.controller = Controller(settings=ours, kube=kube, emit=emit)
+    vault = VaultAdmin(ours) if (ours.vault_operator_address or ours.vault_address) else None
+    keys = OperatorKeys(ours, kube, vault)
+    audit = AuditLog(
+        Path(ours.audit_path) if ours.audit_path else None, stdout=sys.stdout if ours.audit_stdout else None
+    )
+    await audit.start()
+    memo.controller = Controller(
+        settings=ours,
+        kube=kube,
+        emit=emit,
+        custody=Custody(kube, vault, keys, audit),
+        publisher=Publisher(ours, kube, keys),
+        audit=audit,
+    )
     if ours.webhook_address:
         host = ours.webhook_host or ours.webhook_address
         files = await webhook_tls.ensure(
             kube, ours.operator_namespace, host, Path(tempfile.mkdtemp(prefix="sealtune-webhook-"))
         )
-        settings.admission.server = kopf.WebhookServer(
-            addr=ours.webhook_address,
-            port=ours.webhook_port,
-            host=host,
-            certfile=str(files["tls.crt"]),
-            pkeyfile=str(files["tls.key"]),
-            cafile=str(files["ca.crt"]),
-        )
+        from .webhook import server
+
+        settings.admission.server = server(ours, host, files)
         settings.admission.managed = "validate.sealtune.dev"
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.controller.progress.close()
     await memo.controller.kube.close()
+    if memo.get("metrics_server") is not None:
+        await memo.metrics_server.cleanup()
+
+
+def peering_priority(settings: Settings) -> int:
+    """kopf pauses every replica when two share the highest priority, and the replicas of one
+    Deployment share their environment. Unless a priority is set, a replica started later ranks
+    lower (so a restarted pod does not take over from the one at work), with random low digits
+    to break ties between replicas started in the same second."""
+    if "peering_priority" in settings.model_fields_set:
+        return settings.peering_priority
+    return (4_000_000_000 - int(time.time())) * 1000 + random.randrange(1000)  # noqa: S311
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             namespaces=list(settings.namespaces),
             standalone=settings.peering_name is None,
             peering_name=settings.peering_name,
-            priority=settings.peering_priority,
+            priority=peering_priority(settings),
             liveness_endpoint=liveness,
             memo=memo,
         )

@@ -10,39 +10,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import Kubectl
-from tests.support.kube import apply, get, wait_for
+from tests.support.kube import apply, get, pods_of, wait_condition, wait_for
 from tests.support.objects import confidential_placement, data_domain, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess
 
 pytestmark = pytest.mark.usefixtures("operator")
 CHILD_KINDS = ("jobs.batch", "services", "networkpolicies", "serviceaccounts", "configmaps")
-
-
-def condition(kubectl: Kubectl, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
-    status = get(kubectl, "ftj", name, "-n", namespace).get("status") or {}
-    return next((c for c in status.get("conditions") or [] if c["type"] == type_), None)
-
-
-def wait_condition(
-    kubectl: Kubectl,
-    namespace: str,
-    name: str,
-    type_: str,
-    status: str = "True",
-    reason: str | None = None,
-    timeout: float = 90,
-) -> dict[str, Any]:
-    def met() -> dict[str, Any] | None:
-        found = condition(kubectl, namespace, name, type_)
-        if found and found["status"] == status and (reason is None or found["reason"] == reason):
-            return found
-        return None
-
-    return wait_for(met, timeout)  # type: ignore[no-any-return]
-
-
-def pods_of(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
-    return get(kubectl, "pods", "-n", namespace, "-l", f"sealtune.dev/finetunejob={name}")["items"]  # type: ignore[no-any-return]
 
 
 def test_restricted_domain_lands_only_on_confidential_nodes_and_waits_for_capacity(
@@ -145,8 +118,6 @@ def test_pods_meet_the_restricted_pod_security_standard(kubectl: Kubectl, team_n
     assert pod["spec"]["automountServiceAccountToken"] is False
     memory_volumes = [v for v in pod["spec"]["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory"]
     assert memory_volumes and all(v["emptyDir"].get("sizeLimit") for v in memory_volumes)
-    token = next(v for v in pod["spec"]["volumes"] if v["name"] == "vault-token")
-    assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "vault"
 
 
 @pytest.mark.parametrize(

@@ -30,3 +30,30 @@ def apply(kubectl: Kubectl, *objects: dict[str, Any]) -> None:
 
 def get(kubectl: Kubectl, *args: str) -> Any:
     return json.loads(kubectl("get", *args, "-o", "json").stdout)
+
+
+def condition(kubectl: Kubectl, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
+    status = get(kubectl, "ftj", name, "-n", namespace).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), None)
+
+
+def wait_condition(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    type_: str,
+    status: str = "True",
+    reason: str | None = None,
+    timeout: float = 90,
+) -> dict[str, Any]:
+    def met() -> dict[str, Any] | None:
+        found = condition(kubectl, namespace, name, type_)
+        if found and found["status"] == status and (reason is None or found["reason"] == reason):
+            return found
+        return None
+
+    return wait_for(met, timeout)  # type: ignore[no-any-return]
+
+
+def pods_of(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
+    return get(kubectl, "pods", "-n", namespace, "-l", f"sealtune.dev/finetunejob={name}")["items"]  # type: ignore[no-any-return]

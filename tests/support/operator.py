@@ -16,19 +16,24 @@ WEBHOOK_PORT = 9443
 
 
 class OperatorProcess:
-    def __init__(self, cluster: LocalCluster, log_path: Path, **settings: str) -> None:
+    def __init__(
+        self, cluster: LocalCluster, log_path: Path, kubeconfig: Path | None = None, **settings: str
+    ) -> None:
         self.cluster = cluster
         self.log_path = log_path
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
+        """Whose credentials it runs with: the cluster admin's unless a test gives others."""
         self.settings = settings
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         env.setdefault(
             "SEALTUNE_WEBHOOK_ADDRESS", self.cluster.kubeconfig_server.split("//")[1].split(":")[0]
         )
         env.setdefault("SEALTUNE_WEBHOOK_PORT", str(WEBHOOK_PORT))
+        env.setdefault("SEALTUNE_AUDIT_PATH", str(self.log_path.with_name("audit.jsonl")))
         env.update({f"SEALTUNE_{k.upper()}": v for k, v in self.settings.items()})
         return env
 
@@ -37,7 +42,7 @@ class OperatorProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sealtune.handlers", "--kubeconfig", str(self.cluster.kubeconfig)],
+            [sys.executable, "-m", "sealtune.handlers", "--kubeconfig", str(self.kubeconfig)],
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -76,3 +81,18 @@ class OperatorProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def with_vault(cluster: LocalCluster, directory: Path, **settings: str) -> OperatorProcess:
+    """An operator that logs in to OpenBao as the operator's ServiceAccount (no root token),
+    with the audience-bound token a projected volume would hold, written to ``directory``."""
+    account = ("sealtune-operator", "-n", "sealtune-system")
+    token = cluster.kubectl("create", "token", *account, "--audience", "vault", "--duration", "2h")
+    (directory / "jwt").write_text(token.stdout.strip())
+    return OperatorProcess(
+        cluster,
+        directory / "operator.log",
+        vault_address=cluster.vault_addr,
+        vault_jwt_path=str(directory / "jwt"),
+        **settings,
+    )

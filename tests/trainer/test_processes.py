@@ -22,7 +22,7 @@ from trainer_helpers import (
     write_dataset,
 )
 
-from sealtune_trainer import checkpoints, dataset, tiny
+from sealtune_trainer import checkpoints, dataset, sealing, tiny
 
 pytestmark = pytest.mark.trainer
 
@@ -44,6 +44,7 @@ def test_digest_mismatch_is_refused_before_training(tmp_path: Path,
 
 
 MARKER = "QUOKKA-PLAINTEXT-7731"
+KEY = os.urandom(32)
 
 
 def _files_containing(root: Path, needle: bytes) -> list[Path]:
@@ -83,13 +84,17 @@ def test_encrypted_data_trains_without_plaintext_on_disk(tmp_path: Path,
     assert MARKER not in done.stderr + done.stdout
 
 
-def test_killed_run_resumes_from_its_checkpoint(tmp_path: Path,
-                                                make_config: MakeConfig) -> None:
+def test_killed_run_resumes_from_its_sealed_checkpoint(tmp_path: Path,
+                                                       make_config: MakeConfig) -> None:
     data_dir, digest = write_dataset(tmp_path / "ds", tiny.make_records("text", 64))
     total = 400
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "job.key").write_bytes(KEY)
     config = make_config(data_dir, digest,
                          training={"maxSteps": total, "checkpointEvery": 25, "logEvery": 50},
-                         output={"checkpointDir": str(tmp_path / "ckpt")})
+                         output={"checkpointDir": str(tmp_path / "ckpt"),
+                                 "checkpointKeyFile": "job.key"},
+                         secretsDir=str(tmp_path / "secrets"))
     argv = trainer_command(write_config(config, tmp_path / "config.json"))
     env = {**os.environ, **SUBPROCESS_ENV}
     latest = tmp_path / "ckpt" / checkpoints.LATEST
@@ -105,6 +110,13 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path: Path,
     assert found is not None
     saved_at = found[1]["step"]
     assert 0 < saved_at < total
+    # Every file but the small trainer state is sealed under the job's key.
+    sealed = [p for p in found[0].rglob("*") if p.is_file() and p.name != checkpoints.STATE_FILE]
+    assert sealed
+    for path in sealed:
+        assert sealing.open_sealed(path.read_bytes(), sealing.parse_key(KEY))
+        with pytest.raises(sealing.SealError):
+            sealing.open_sealed(path.read_bytes(), bytes(32))
 
     done = run_trainer(argv)
     assert done.returncode == 0, done.stderr

@@ -49,6 +49,10 @@ def test_output_manifest_verifies_and_detects_one_changed_byte(
     from sealtune_trainer import manifest
 
     assert manifest.digest_of(manifest.load(out / "manifest.json")) == result["manifestDigest"]
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert [f["path"] for f in result["files"]] == on_disk, "the signed list is every output file"
+    for entry in result["files"]:
+        assert manifest.hash_file(out / entry["path"]) == (entry["size"], entry["sha256"])
     adapter = out / "adapter_model.safetensors"
     data = bytearray(adapter.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -65,6 +69,7 @@ def test_termination_message_is_small_json(tmp_path: Path, make_config: MakeConf
     encoded = outputs.termination_message(result)
     assert len(encoded) <= outputs.TERMINATION_LIMIT
     assert json.loads(encoded)["gatesPassed"] is True
+    assert json.loads(encoded)["files"] == result["files"], "a small adapter's file list fits"
     bloated = {**result, "gates": result["gates"] * 40, "message": "m" * 5000}
     assert len(outputs.termination_message(bloated)) <= outputs.TERMINATION_LIMIT
 

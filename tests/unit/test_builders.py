@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from sealtune.api.v1alpha1 import DataDomain, FineTuneJob
-from sealtune.builders import desired_children
+from sealtune.builders import desired_children, vault
 from sealtune.builders.endpoints import Endpoint, endpoint
 from sealtune.settings import Settings
 from sealtune_trainer.contract import TrainerConfig
@@ -106,15 +106,94 @@ def test_network_policy_denies_by_default_and_opens_only_what_is_needed() -> Non
     assert [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}] in sources
 
 
+WRAPPED = "vault:v1:d3JhcHBlZA=="
+TRANSIT = {"type": "vaultTransit", "vaultTransit": {"keyName": "k", "wrappedDataKey": WRAPPED}}
+SECRETS = {"secrets": [{"vaultPath": "secret/data/team/key", "key": "token", "fileName": "api-key"}]}
+
+
 def test_config_map_holds_a_valid_trainer_contract_and_no_secret() -> None:
-    cm = build(
-        {"secrets": [{"vaultPath": "secret/data/team/key", "fileName": "api-key"}]},
-        encryption={"type": "vaultTransit", "vaultTransit": {"keyName": "k"}},
-    )["ConfigMap"]
+    cm = build(SECRETS, encryption=TRANSIT)["ConfigMap"]
     config = TrainerConfig.model_validate_json(cm["data"]["trainer.json"])
     assert config.data.encrypted is True
     assert config.data.key_file == "/var/run/sealtune/secrets/data.key"
     assert "secret/data" not in cm["data"]["trainer.json"]
+
+
+def test_a_job_without_secrets_or_vault_encryption_has_no_vault_init_or_token() -> None:
+    objs = build()
+    pod = objs["Job"]["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert all(v["name"] != "vault-token" for v in pod["volumes"])
+    assert "vault.json" not in objs["ConfigMap"]["data"]
+    assert vault.plan(job(), domain()) is None
+
+
+def test_vault_init_alone_mounts_the_audience_bound_token() -> None:
+    pod = build(SECRETS)["Job"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"][:3] == ["python", "-m", "sealtune_trainer.vault_init"]
+    assert {m["name"] for m in init["volumeMounts"]} == {"config", "secrets", "vault-token"}
+    assert all(m["name"] != "vault-token" for m in pod["containers"][0]["volumeMounts"])
+    token = next(v for v in pod["volumes"] if v["name"] == "vault-token")
+    source = token["projected"]["sources"][0]["serviceAccountToken"]
+    assert source["audience"] == "vault"
+    secrets = next(v for v in pod["volumes"] if v["name"] == "secrets")
+    assert secrets["emptyDir"]["medium"] == "Memory" and secrets["emptyDir"]["sizeLimit"]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert failure_rule_containers(build(SECRETS)) == {"trainer", "vault-init"}
+    assert failure_rule_containers(build()) == {"trainer"}
+
+
+def failure_rule_containers(objs: dict[str, dict[str, Any]]) -> set[str]:
+    rules = objs["Job"]["spec"]["podFailurePolicy"]["rules"]
+    return {r["onExitCodes"]["containerName"] for r in rules if "onExitCodes" in r}
+
+
+def test_vault_plan_grants_exactly_the_declared_paths_and_the_job_keys() -> None:
+    plan = vault.plan(job(SECRETS), domain(encryption=TRANSIT))
+    assert plan is not None
+    assert plan.name == "sealtune-job-team-a-tune-uid-1"
+    assert plan.data_key == plan.name
+    hcl = plan.policy_hcl()
+    paths = [line.split('"')[1] for line in hcl.splitlines() if line.startswith("path ")]
+    assert paths == ["secret/data/team/key", "transit/decrypt/k", f"transit/decrypt/{plan.name}"]
+    assert hcl.count('["read"]') == 1
+    role = plan.role_parameters("vault")
+    assert role["bound_service_account_names"] == ["tune-trainer"]
+    assert role["bound_service_account_namespaces"] == [NS]
+    assert role["token_policies"] == [plan.name]
+    assert role["token_max_ttl"] <= job().spec.scheduling.active_deadline_seconds
+
+
+def test_vault_token_ttl_never_exceeds_a_short_deadline() -> None:
+    plan = vault.plan(job({**SECRETS, "scheduling": {"activeDeadlineSeconds": 120}}), domain())
+    assert plan is not None
+    role = plan.role_parameters("vault")
+    assert role["token_ttl"] <= 120 and role["token_max_ttl"] == 120
+
+
+def test_long_names_give_bounded_distinct_vault_names() -> None:
+    a = vault.object_name("n" * 63, "a" * 63, "0123456789")
+    b = vault.object_name("n" * 63, "a" * 62 + "b", "0123456789")
+    assert a != b and len(a) <= 128 and len(b) <= 128
+
+
+def test_init_config_lists_secrets_and_wrapped_keys_but_no_value() -> None:
+    config = vault.init_config(job(SECRETS), domain(encryption=TRANSIT), SETTINGS, "vault:v1:am9i")
+    assert config is not None
+    assert [(s.path, s.key, s.file) for s in config.secrets] == [("secret/data/team/key", "token", "api-key")]
+    assert [(k.key, k.file) for k in config.data_keys] == [("k", "data.key"), (config.role, "job.key")]
+    assert config.token_path == "/var/run/secrets/sealtune.dev/vault/token"
+
+
+def job(spec: dict[str, Any] | None = None) -> FineTuneJob:
+    body = finetune_job("tune", NS, "d", **(spec or {}))
+    body["metadata"]["uid"] = "uid-1"
+    return FineTuneJob.model_validate(body)
+
+
+def domain(**spec: Any) -> DataDomain:
+    return DataDomain.model_validate(data_domain("d", NS, **spec))
 
 
 def test_endpoints() -> None:

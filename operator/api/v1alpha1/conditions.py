@@ -64,6 +64,15 @@ class SecretsReadyReason(StrEnum):
 
     VAULT_ROLE_READY = "VaultRoleReady"
     """Reason for SecretsReady=True when the job's Vault policy and role exist."""
+    NOT_NEEDED = "NotNeeded"
+    """Reason for SecretsReady=True when the job declares no secrets and its data is not
+    encrypted with Vault: no Vault object is made for it."""
+    VAULT_NOT_CONFIGURED = "VaultNotConfigured"
+    """Reason for SecretsReady=False when the job needs Vault but the operator has no Vault
+    address (SEALTUNE_VAULT_ADDRESS)."""
+    VAULT_PERMISSION_DENIED = "VaultPermissionDenied"
+    """Reason for SecretsReady=False when Vault refuses the operator's login or request: its
+    Kubernetes-auth role or policy is missing or too narrow (retried with backoff)."""
     VAULT_UNAVAILABLE = "VaultUnavailable"
     """Reason for SecretsReady=False when Vault cannot be reached or answers with a server error
     (retried with backoff)."""
@@ -144,6 +153,11 @@ class PublishedReason(StrEnum):
     SIGNING_FAILED = "SigningFailed"
     """Reason for Published=False when the signer (Vault transit or the local key) refused or
     was unreachable (retried)."""
+    RESULT_INVALID = "ResultInvalid"
+    """Reason for Published=False when the trainer's result does not agree with the job (data
+    digest, manifest digest, file list): nothing is signed."""
+    ARTIFACT_NAME_TAKEN = "ArtifactNameTaken"
+    """Reason for Published=False when a ModelArtifact of the job's name belongs to another job."""
 
 
 class DataDeletedReason(StrEnum):

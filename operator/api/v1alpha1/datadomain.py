@@ -104,6 +104,10 @@ class VaultTransitEncryption(KubeModel):
     )
     """Mount path of the transit secrets engine. Optional; defaults to transit."""
 
+    wrapped_data_key: str = Field(max_length=4096, pattern=r"^vault:v[0-9]+:[A-Za-z0-9+/=]+$")
+    """The data set's key as transit wrapped it (``vault:v1:...``, from ``transit/datakey/wrapped``):
+    ciphertext, safe to store here; only a job's pods may ask Vault to unwrap it. Required."""
+
 
 class Encryption(KubeModel):
     """How the data set is encrypted at rest."""

@@ -545,7 +545,15 @@ class VaultStatus(KubeModel):
     """Vault policy granting the job's secret paths. Optional."""
 
     data_key: str | None = Field(None, max_length=128)
-    """Name of the job's transit data key. Optional."""
+    """Name of the job's transit key, which wraps the key its checkpoints and scratch data are
+    sealed with; deleting it crypto-shreds them. Optional."""
+
+    transit_mount: str | None = Field(None, max_length=128)
+    """Mount path of the transit engine holding dataKey. Optional."""
+
+    wrapped_data_key: str | None = Field(None, max_length=4096)
+    """The job's data key as dataKey wrapped it: ciphertext only, useless once dataKey is
+    deleted. Optional."""
 
 
 class FineTuneJobStatus(KubeModel):

@@ -1,0 +1,339 @@
+"""A job's Vault objects over its life: granted before its Job exists, revoked when it ends,
+its data key crypto-shredded when the domain's retention says so or when the job is deleted.
+
+A finalizer is added before anything is made in Vault, so a job deleted while the operator is
+down still gets its Vault objects removed when the operator returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import metrics, names
+from .adapters.kube import KubeClient
+from .adapters.vault import VaultAdmin, VaultProblem
+from .api.v1alpha1 import DataDomain, FineTuneJob
+from .api.v1alpha1.conditions import DataDeletedReason
+from .api.v1alpha1.conditions import JobConditionType as T
+from .api.v1alpha1.conditions import SecretsReadyReason as R
+from .api.v1alpha1.datadomain import Retention
+from .api.v1alpha1.scalars import parse_duration
+from .audit import AuditLog, Event, Subject
+from .builders import vault as vault_builders
+from .keys import OperatorKeys
+from .receipts import receipt, sign_receipt
+from .status import Cond
+
+FINALIZER = "sealtune.dev/vault-cleanup"
+MAX_RECEIPTS = 64
+RECHECK_SECONDS = 2.0
+"""How soon a deletion that was sent but not yet visible is checked again."""
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass(frozen=True)
+class Secured:
+    """The SecretsReady verdict of one reconcile, the status.vault it implies, and whether
+    Vault trouble should bring the job back (with backoff)."""
+
+    cond: Cond
+    vault: dict[str, str] | None = None
+    retry: bool = False
+
+
+def _ts(value: datetime) -> str:
+    return value.strftime(TIME_FORMAT)
+
+
+def _parse(value: str) -> datetime:
+    return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
+
+
+@dataclass(frozen=True)
+class Due:
+    """One kind of a finished job's data and when it falls due."""
+
+    target: str
+    """A ScheduledDeletion target: trainingCopies, vaultRole or dataKey."""
+    at: datetime
+    policy: str
+    """The rule that makes it due, as its receipts record it."""
+
+
+def deletion_schedule(finished_at: datetime, retention: Retention, vault: Mapping[str, Any]) -> list[Due]:
+    """What a finished job leaves and when each goes: its Job (with its pods, their scratch
+    volumes and logs) and its ConfigMap after retention.trainingCopies; its Vault role and
+    policy at once (no pod may log in after the job); its data key, which seals its
+    checkpoints, after retention.checkpoints (crypto-shredding)."""
+    copies = retention.training_copies
+    schedule = [
+        Due("trainingCopies", finished_at + parse_duration(copies), f"retention.trainingCopies={copies}")
+    ]
+    if vault.get("role"):
+        schedule.append(Due("vaultRole", finished_at, "the job finished: its pods may not log in to Vault"))
+    if vault.get("dataKey"):
+        keep = retention.checkpoints
+        schedule.append(Due("dataKey", finished_at + parse_duration(keep), f"retention.checkpoints={keep}"))
+    return schedule
+
+
+@dataclass
+class Custody:
+    kube: KubeClient
+    vault: VaultAdmin | None
+    keys: OperatorKeys
+    audit: AuditLog
+
+    async def secure(
+        self, job: FineTuneJob, domain: DataDomain, body: Mapping[str, Any], old_status: Mapping[str, Any]
+    ) -> Secured:
+        """Makes sure the job's policy, role and data key exist before its Job does."""
+        plan = vault_builders.plan(job, domain)
+        if plan is None:
+            return Secured(
+                Cond(
+                    T.SECRETS_READY,
+                    True,
+                    R.NOT_NEEDED,
+                    "the job declares no secrets and its data is not encrypted with Vault",
+                )
+            )
+        recorded = dict(old_status.get("vault") or {})
+        ready = _condition(old_status, T.SECRETS_READY)
+        if ready and ready.get("status") == "True" and recorded.get("role") == plan.name:
+            # Made already: no Vault call on every reconcile of thousands of jobs.
+            return Secured(
+                Cond(T.SECRETS_READY, True, R.VAULT_ROLE_READY, ready.get("message", "")), recorded
+            )
+        if self.vault is None:
+            return Secured(
+                Cond(
+                    T.SECRETS_READY,
+                    False,
+                    R.VAULT_NOT_CONFIGURED,
+                    "the job needs Vault but the operator has no Vault address (set SEALTUNE_VAULT_ADDRESS)",
+                )
+            )
+        await self._hold(body)
+        wrapped = recorded.get("wrappedDataKey") if recorded.get("dataKey") == plan.data_key else None
+        try:
+            grant = await self.vault.grant(plan, wrapped)
+        except VaultProblem as problem:
+            return Secured(Cond(T.SECRETS_READY, False, problem.reason, str(problem)), retry=True)
+        paths = len(plan.secret_paths)
+        message = f"Vault role and policy {grant.role} grant {paths} secret path{'s' * (paths != 1)}"
+        if grant.data_key:
+            message += f" and the job's data key {grant.transit_mount}/{grant.data_key}"
+        return Secured(Cond(T.SECRETS_READY, True, R.VAULT_ROLE_READY, message), grant.status())
+
+    async def _hold(self, body: Mapping[str, Any]) -> None:
+        if FINALIZER in (body["metadata"].get("finalizers") or []):
+            return
+        meta = body["metadata"]
+        await self.kube.apply(
+            {
+                "apiVersion": body["apiVersion"],
+                "kind": body["kind"],
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"], "finalizers": [FINALIZER]},
+            }
+        )
+
+    async def release(self, body: Mapping[str, Any], domain: DataDomain | None) -> None:
+        """A job being deleted: its role and policy go, its data key is shredded, then the
+        finalizer is removed. Raises VaultProblem (the job is retried) while Vault is away."""
+        meta = body["metadata"]
+        if FINALIZER not in (meta.get("finalizers") or []):
+            return
+        vault = dict((body.get("status") or {}).get("vault") or {})
+        name = vault.get("role") or vault_builders.object_name(meta["namespace"], meta["name"], meta["uid"])
+        mount = vault.get("transitMount") or (
+            domain.spec.encryption.vault_transit.mount
+            if domain and domain.spec.encryption.vault_transit
+            else None
+        )
+        if self.vault is not None:
+            names_ = {"role": name, "policy": vault.get("policy") or name}
+            if mount:
+                names_ |= {"transitMount": mount, "dataKey": vault.get("dataKey") or name}
+            now = datetime.now(UTC)
+            gone = []
+            for due in deletion_schedule(now, Retention(checkpoints="0s"), names_)[1:]:
+                done = await self._delete(
+                    Due(due.target, now, "the FineTuneJob was deleted"), body, names_, now
+                )
+                if done is None:
+                    raise VaultProblem(
+                        "VaultUnavailable", f"the job's {due.target} is not gone yet", transient=True
+                    )
+                gone += done
+            await self._record(body, gone)
+        rest = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        await self.kube.merge_patch(
+            body["kind"],
+            meta["name"],
+            meta["namespace"],
+            {"metadata": {"finalizers": rest, "resourceVersion": meta["resourceVersion"]}},
+        )
+
+    async def settle(
+        self,
+        body: Mapping[str, Any],
+        status: dict[str, Any],
+        retention: Retention,
+        *,
+        hold_copies: bool,
+        now: datetime,
+    ) -> tuple[dict[str, Any], float | None]:
+        """A finished job: does the deletions that fell due, each verified and recorded with a
+        signed receipt (in status and in the audit log), and says in how many seconds the
+        next one is due. ``hold_copies`` keeps the job's Job, whose pods hold its result,
+        until publication is settled."""
+        vault = status.get("vault") or {}
+        finished_at = (status.get("timestamps") or {}).get("finishedAt")
+        if not finished_at:
+            return status, None
+        known = {d["target"]: d for d in status.get("deletions") or []}
+        deletions, receipts, next_due = [], [], None
+        for due in deletion_schedule(_parse(finished_at), retention, vault):
+            entry = {"target": due.target, "dueAt": _ts(due.at), **known.pop(due.target, {})}
+            deletions.append(entry)
+            if "deletedAt" in entry:
+                continue
+            wait = (due.at - now).total_seconds()
+            if wait > 0 or (due.target == "trainingCopies" and hold_copies):
+                next_due = wait if next_due is None else min(next_due, max(wait, RECHECK_SECONDS))
+                continue
+            done = await self._delete(due, body, vault, now)
+            if done is None:  # deleted, not yet gone: checked again shortly
+                next_due = RECHECK_SECONDS if next_due is None else min(next_due, RECHECK_SECONDS)
+                continue
+            receipts += done
+            entry["deletedAt"] = _ts(now)
+        status = {**status, "deletions": [*deletions, *known.values()]}
+        if receipts:
+            signed = await self._record(body, receipts)
+            status["deletionReceipts"] = [*(status.get("deletionReceipts") or []), *signed][-MAX_RECEIPTS:]
+        return _with_data_deleted(status, now), next_due
+
+    async def _record(self, body: Mapping[str, Any], receipts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Signs the receipts and appends each to the audit log; returns them signed."""
+        if not receipts:
+            return []
+        try:
+            signer = await self.keys.signer()
+            signed = [sign_receipt(r, signer) for r in receipts]
+            for one in signed:
+                subject = Subject(one["kind"], one["name"], body["metadata"]["namespace"], one.get("uid"))
+                await self.audit.record(
+                    Event.DELETION, subject, {**one, "finetuneJob": body["metadata"]["name"]}
+                )
+        except Exception:
+            # The deletions stand; their receipts are made again on the retry (deleting twice is
+            # harmless, and only then is deletedAt written).
+            metrics.receipt_failed()
+            raise
+        for one in signed:
+            metrics.deletion_done(one["kind"])
+        return signed
+
+    async def _delete(
+        self, due: Due, body: Mapping[str, Any], vault: Mapping[str, Any], now: datetime
+    ) -> list[dict[str, Any]] | None:
+        """Deletes one target and checks it is gone; its unsigned receipts, or None while a
+        deleted object still exists."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+
+        def made(kind: str, what: str, verification: str, uid: str | None = None) -> dict[str, Any]:
+            return receipt(
+                kind=kind, name=what, uid=uid, deleted_at=now, policy=due.policy, verification=verification
+            )
+
+        if due.target == "trainingCopies":
+            objects = [("Job", names.batch_job(name)), ("ConfigMap", names.config_map(name))]
+            remaining = []
+            for kind, what in objects:
+                await self.kube.delete(kind, what, namespace)
+                if await self.kube.get(kind, what, namespace) is not None:
+                    remaining.append(what)
+            if remaining:
+                return None
+            verification = "GET answered 404"
+            return [
+                made(
+                    "Job",
+                    objects[0][1],
+                    f"{verification}; its pods, their scratch volumes and logs went with it",
+                ),
+                made("ConfigMap", objects[1][1], verification),
+            ]
+        if self.vault is None:
+            raise VaultProblem(
+                "VaultNotConfigured", "the job's Vault objects need Vault to delete", transient=True
+            )
+        if due.target == "vaultRole":
+            await self.vault.revoke(vault["role"])
+            if not await self.vault.revoked(vault["role"]):
+                return None
+            verification = "Vault answered 404 for it"
+            return [
+                made("VaultRole", vault["role"], verification),
+                made("VaultPolicy", vault["policy"], verification),
+            ]
+        await self.vault.shred(vault["transitMount"], vault["dataKey"])
+        proof = await self.vault.shredded(vault["transitMount"], vault["dataKey"])
+        if proof is None:
+            return None
+        return [made("TransitKey", f"{vault['transitMount']}/{vault['dataKey']}", proof)]
+
+
+def _with_data_deleted(status: dict[str, Any], now: datetime) -> dict[str, Any]:
+    deletions = status.get("deletions") or []
+    pending = [d["target"] for d in deletions if "deletedAt" not in d]
+    cond = (
+        {
+            "status": "False",
+            "reason": DataDeletedReason.DELETIONS_PENDING,
+            "message": f"due later or in progress: {', '.join(pending)}",
+        }
+        if pending
+        else {
+            "status": "True",
+            "reason": DataDeletedReason.DELETIONS_COMPLETE,
+            "message": "every scheduled deletion is done and has a signed receipt",
+        }
+    )
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") != T.DATA_DELETED]
+    old = next((c for c in status.get("conditions") or [] if c.get("type") == T.DATA_DELETED), None)
+    moved = old is None or old.get("status") != cond["status"]
+    conditions.append(
+        {
+            "type": T.DATA_DELETED,
+            **cond,
+            "observedGeneration": (old or {}).get("observedGeneration", status.get("observedGeneration", 1)),
+            "lastTransitionTime": _ts(now) if moved else old["lastTransitionTime"],  # type: ignore[index]
+        }
+    )
+    # A revoked role also ends the job's SecretsReady.
+    if "vaultRole" not in pending and any(d["target"] == "vaultRole" for d in deletions):
+        conditions = [
+            _revoked(c, now) if c.get("type") == T.SECRETS_READY and c.get("status") == "True" else c
+            for c in conditions
+        ]
+    return {**status, "conditions": conditions}
+
+
+def _revoked(cond: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        **cond,
+        "status": "False",
+        "reason": R.VAULT_ROLE_REVOKED,
+        "message": "the job ended: its Vault role and policy were removed",
+        "lastTransitionTime": _ts(now),
+    }

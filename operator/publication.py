@@ -1,0 +1,208 @@
+"""Publication of a succeeded job: its trainer's result is checked, the digests it reports are
+signed (the operator never reads the weights), and the ModelArtifact is written with its
+provenance. Pure builders first, then the Publisher that talks to the API and the signer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import provenance, signing
+from .adapters.kube import ApiError, KubeClient
+from .api.v1alpha1 import DataDomain, FineTuneJob
+from .api.v1alpha1.conditions import JobConditionType as T
+from .api.v1alpha1.conditions import PublishedReason as R
+from .api.v1alpha1.modelartifact import FileDigest, Hyperparameters, Signature
+from .keys import OperatorKeys
+from .observe import PodObservation
+from .settings import Settings
+from .status import Cond, result_summary
+
+log = logging.getLogger(__name__)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+AUTO_APPROVER = "system:sealtune-operator"
+
+
+class NotPublishable(Exception):
+    """The result cannot be signed; ``reason`` is a Published reason. Permanent."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def checked_files(job: FineTuneJob, domain: DataDomain, result: Mapping[str, Any]) -> list[FileDigest]:
+    """The files to sign, after the result agrees with what the job was meant to do."""
+    if not result.get("ok"):
+        raise NotPublishable(R.RESULT_INVALID, "the trainer's result does not report success")
+    expected = domain.spec.source.manifest_digest
+    if result.get("dataDigest") != expected:
+        raise NotPublishable(
+            R.RESULT_INVALID,
+            f"the trainer read data with digest {result.get('dataDigest')}, not the domain's {expected}",
+        )
+    if not str(result.get("manifestDigest", "")).startswith("sha256:"):
+        raise NotPublishable(R.RESULT_INVALID, "the trainer's result has no manifest digest")
+    try:
+        files = [FileDigest.model_validate(f) for f in result.get("files") or []]
+    except ValueError:
+        raise NotPublishable(R.RESULT_INVALID, "the trainer's file list is malformed") from None
+    if not files:
+        raise NotPublishable(R.RESULT_INVALID, "the trainer's result lists no output files")
+    return files
+
+
+def stage_of(domain: DataDomain, result: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """Candidate, or Approved when every gate passed and the domain approves automatically."""
+    gates = result.get("gates") or []
+    passed = bool(result.get("gatesPassed")) and all(g.get("passed") for g in gates)
+    if not (passed and domain.spec.auto_approve):
+        return {"stage": "Candidate"}
+    approval = {
+        "approver": AUTO_APPROVER,
+        "approvedAt": now.strftime(TIME_FORMAT),
+        "reason": f"every gate passed ({', '.join(g['name'] for g in gates) or 'none declared'}) "
+        "and the domain approves automatically",
+    }
+    return {"stage": "Approved", "approvals": [approval]}
+
+
+def model_artifact(
+    job: FineTuneJob,
+    domain: DataDomain,
+    *,
+    result: Mapping[str, Any],
+    files: Sequence[FileDigest],
+    signature: Signature,
+    run: provenance.Run,
+    now: datetime,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """The ModelArtifact of a succeeded job (immutable spec, starting promotion), named after
+    the job unless ``name`` says otherwise. Its files are where the trainer wrote them."""
+    job_name, namespace = job.metadata["name"], job.metadata["namespace"]
+    name = name or job_name
+    output = job.spec.output.storage
+    storage_path = job_name if output.path in (".", "") else f"{output.path}/{job_name}"
+    summary = result_summary(dict(result))
+    hyperparameters = Hyperparameters(
+        method=job.spec.method,
+        training=job.spec.training,
+        resources=job.spec.resources,
+        deepspeed=job.spec.deepspeed,
+        differential_privacy=job.spec.privacy.differential_privacy,
+    )
+    statement = provenance.statement(
+        artifact_name=name,
+        manifest_digest=result["manifestDigest"],
+        job=job,
+        data_digest=result["dataDigest"],
+        run=run,
+    )
+    return {
+        "apiVersion": "sealtune.dev/v1alpha1",
+        "kind": "ModelArtifact",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"sealtune.dev/finetunejob": job_name, "sealtune.dev/domain": domain.metadata["name"]},
+        },
+        "spec": {
+            "source": {
+                "job": {"name": job_name, "uid": job.metadata["uid"]},
+                "domain": {"name": domain.metadata["name"], "uid": domain.metadata.get("uid", "")},
+            },
+            "storage": {"claimName": output.claim_name, "path": storage_path},
+            "digests": {
+                "baseModel": job.spec.base_model.digest,
+                "dataSet": result["dataDigest"],
+                "manifest": result["manifestDigest"],
+                "files": [f.to_json() for f in files],
+            },
+            "hyperparameters": hyperparameters.to_json(),
+            "evaluation": {"results": summary, "passed": bool(result.get("gatesPassed"))},
+            "provenance": statement,
+            "signature": signature.to_json(),
+            "retention": {
+                "keepFor": domain.spec.retention.artifacts,
+                "pinWhileApproved": domain.spec.retention.pin_approved_artifacts,
+            },
+        },
+        "promotion": stage_of(domain, result, now),
+    }
+
+
+def run_of(pods: Sequence[PodObservation], status: Mapping[str, Any], settings: Settings) -> provenance.Run:
+    """Where and when the job ran, from its pods and status (nodes, RuntimeClass, image digest)."""
+    timestamps = status.get("timestamps") or {}
+    now = datetime.now(UTC).strftime(TIME_FORMAT)
+    started = str(status.get("startTime") or timestamps.get("admittedAt") or now)
+    finished = str(status.get("completionTime") or timestamps.get("finishedAt") or now)
+    images = sorted({(p.image or settings.trainer_image, p.image_id) for p in pods if p.image_id})
+    return provenance.Run(
+        nodes=sorted({p.node_name for p in pods if p.node_name}),
+        runtime_class_name=next((p.runtime_class for p in pods if p.runtime_class), None),
+        started_at=datetime.strptime(started, TIME_FORMAT).replace(tzinfo=UTC),
+        finished_at=datetime.strptime(finished, TIME_FORMAT).replace(tzinfo=UTC),
+        images=[provenance.Image("trainer", ref, _digest(image_id)) for ref, image_id in images],
+    )
+
+
+def _digest(image_id: str) -> str:
+    """``sha256:...`` from a container status' imageID (``docker.io/x@sha256:...`` or bare)."""
+    return "sha256:" + image_id.rsplit("sha256:", 1)[-1]
+
+
+@dataclass
+class Publisher:
+    settings: Settings
+    kube: KubeClient
+    keys: OperatorKeys
+
+    async def publish(
+        self,
+        job: FineTuneJob,
+        domain: DataDomain,
+        result: Mapping[str, Any],
+        pods: Sequence[PodObservation],
+        status: Mapping[str, Any],
+    ) -> tuple[Cond, dict[str, str] | None]:
+        """Signs and writes the artifact. Returns the Published condition and the artifactRef.
+        Raises signing.SigningError or ApiError (retried) when the signer or the API fails."""
+        try:
+            files = checked_files(job, domain, result)
+        except NotPublishable as refusal:
+            return Cond(T.PUBLISHED, False, refusal.reason, str(refusal)), None
+        now = datetime.now(UTC)
+        signer = await self.keys.signer()
+        signature = await asyncio.to_thread(signing.sign_files, files, signer, name=job.metadata["name"])
+        body = model_artifact(
+            job,
+            domain,
+            result=result,
+            files=files,
+            signature=signature,
+            run=run_of(pods, status, self.settings),
+            now=now,
+        )
+        name, namespace = job.metadata["name"], job.metadata["namespace"]
+        try:
+            created = await self.kube.create(body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            created = await self.kube.get("ModelArtifact", name, namespace) or {}
+            source = ((created.get("spec") or {}).get("source") or {}).get("job") or {}
+            if source.get("uid") != job.metadata["uid"]:
+                message = (
+                    f"ModelArtifact {name} exists and belongs to another job; delete it or rename the job"
+                )
+                return Cond(T.PUBLISHED, False, R.ARTIFACT_NAME_TAKEN, message), None
+        stage = (created.get("promotion") or body["promotion"])["stage"]
+        message = f"ModelArtifact {name} signed with {signer.key_id}; stage {stage}"
+        ref = {"name": name, "uid": created["metadata"]["uid"]}
+        return Cond(T.PUBLISHED, True, R.ARTIFACT_PUBLISHED, message), ref

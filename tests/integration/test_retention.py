@@ -1,0 +1,203 @@
+"""Deletion schedules: every copy deleted when the domain's retention says, never before, with
+signed receipts in status and in the hash-chained audit log, also when the deadlines passed
+while the operator was down."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+
+from sealtune import receipts
+from tests.conftest import Kubectl
+from tests.support.cluster import LocalCluster, hack_cluster
+from tests.support.kube import apply, get, wait_condition, wait_for
+from tests.support.objects import data_domain, finetune_job, kwok_runtime
+from tests.support.operator import OperatorProcess, with_vault
+
+COPIES_SECONDS = 25
+JOBS = ("first", "second", "third")
+
+
+@pytest.fixture
+def operator_with_vault(
+    cluster: LocalCluster, crds_installed: None, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    hack_cluster("up")
+    process = with_vault(cluster, tmp_path)
+    process.start()
+    yield process
+    process.stop()
+
+
+def transit_domain(vault: hvac.Client, kubectl: Kubectl, ns: str, **retention: str) -> str:
+    key = f"domain-{ns}"
+    vault.secrets.transit.create_key(key, key_type="aes256-gcm96")
+    wrapped = vault.secrets.transit.generate_data_key(key, key_type="wrapped", bits=256)["data"]["ciphertext"]
+    domain = data_domain(
+        f"{ns}-r",
+        ns,
+        encryption={"type": "vaultTransit", "vaultTransit": {"keyName": key, "wrappedDataKey": wrapped}},
+        retention=retention,
+    )
+    apply(kubectl, domain)
+    return str(domain["metadata"]["name"])
+
+
+def status_of(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    return get(kubectl, "ftj", name, "-n", ns)["status"]  # type: ignore[no-any-return]
+
+
+def finished_at(kubectl: Kubectl, ns: str, name: str) -> datetime:
+    stamp = status_of(kubectl, ns, name)["timestamps"]["finishedAt"]
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def deletion(status: dict[str, Any], target: str) -> dict[str, Any]:
+    return next(d for d in status["deletions"] if d["target"] == target)
+
+
+def exists(kubectl: Kubectl, *args: str) -> bool:
+    return kubectl("get", *args, check=False).returncode == 0
+
+
+def public_key(kubectl: Kubectl) -> bytes:
+    cm = get(kubectl, "configmap", "sealtune-signing-key", "-n", "sealtune-system")
+    return str(cm["data"]["public.pem"]).encode()
+
+
+def audit_verify(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sealtune.cli", "audit", "verify", str(path), "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_deadlines_passed_while_the_operator_was_down_are_met_on_its_return_and_none_early(
+    operator_with_vault: OperatorProcess,
+    vault: hvac.Client,
+    kubectl: Kubectl,
+    team_namespace: str,
+) -> None:
+    ns, operator = team_namespace, operator_with_vault
+    domain = transit_domain(vault, kubectl, ns, trainingCopies=f"{COPIES_SECONDS}s", checkpoints="2h")
+    apply(kubectl, *(finetune_job(name, ns, domain, podMetadata=kwok_runtime(3)) for name in JOBS))
+    for name in JOBS:
+        wait_condition(kubectl, ns, name, "Succeeded", timeout=120)
+        # Role and policy go as the job ends; the data key and the copies wait.
+        wait_for(lambda name=name: "deletedAt" in deletion(status_of(kubectl, ns, name), "vaultRole"), 30)
+
+    operator.kill()
+    due = max(finished_at(kubectl, ns, n) for n in JOBS) + timedelta(seconds=COPIES_SECONDS + 5)
+    while datetime.now(UTC) < due:
+        time.sleep(1)
+    assert all(exists(kubectl, "job", n, "-n", ns) for n in JOBS), "deleted while the operator was down"
+
+    restarted = time.monotonic()
+    operator.start()
+    for name in JOBS:
+        wait_for(
+            lambda name=name: "deletedAt" in deletion(status_of(kubectl, ns, name), "trainingCopies"), 60
+        )
+    assert time.monotonic() - restarted < 60
+    pem = public_key(kubectl)
+    for name in JOBS:
+        status = status_of(kubectl, ns, name)
+        assert not exists(kubectl, "job", name, "-n", ns)
+        assert not exists(kubectl, "configmap", f"{name}-trainer-config", "-n", ns)
+        kinds = {(r["kind"], r["name"]) for r in status["deletionReceipts"]}
+        role = status["vault"]["role"]
+        assert {
+            ("Job", name),
+            ("ConfigMap", f"{name}-trainer-config"),
+            ("VaultRole", role),
+            ("VaultPolicy", role),
+        } <= kinds
+        assert all(receipts.verify_receipt(r, pem) for r in status["deletionReceipts"])
+        assert all(
+            r["verification"].startswith(("GET answered 404", "Vault answered 404"))
+            for r in status["deletionReceipts"]
+        )
+        # The data key is due in two hours: untouched.
+        assert "deletedAt" not in deletion(status, "dataKey")
+        assert (
+            vault.secrets.transit.read_key(status["vault"]["dataKey"])["data"]["name"]
+            == status["vault"]["dataKey"]
+        )
+        cond = next(c for c in status["conditions"] if c["type"] == "DataDeleted")
+        assert (cond["status"], cond["reason"]) == ("False", "DeletionsPending")
+
+    audit = operator.log_path.with_name("audit.jsonl")
+    result = audit_verify(audit)
+    assert result.returncode == 0, result.stdout + result.stderr
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    deleted = {(e["subject"]["kind"], e["subject"]["name"]) for e in entries if e["event"] == "Deletion"}
+    assert ("Job", "first") in deleted and ("ConfigMap", "third-trainer-config") in deleted
+    assert {"PolicyDecision", "VaultRoleCreated", "VaultRoleRevoked", "Placement"} <= {
+        e["event"] for e in entries
+    }
+
+    tamper_and_verify(audit, entries)
+
+
+def tamper_and_verify(audit: Path, entries: list[dict[str, Any]]) -> None:
+    """One entry edited, one removed, two swapped: each found, its position named."""
+    lines = audit.read_text().splitlines(keepends=True)
+    assert len(lines) >= 6
+
+    def problems(changed: list[str]) -> list[dict[str, Any]]:
+        copy = audit.with_name("tampered.jsonl")
+        copy.write_text("".join(changed))
+        result = audit_verify(copy)
+        assert result.returncode == 1, result.stdout
+        return json.loads(result.stdout)["problems"]  # type: ignore[no-any-return]
+
+    edited = [*lines]
+    entry = json.loads(edited[2])
+    entry["details"]["message"] = "nothing to see"
+    edited[2] = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
+    found = problems(edited)
+    assert (found[0]["line"], found[0]["kind"]) == (3, "edited")
+
+    found = problems(lines[:3] + lines[4:])
+    assert (found[0]["line"], found[0]["kind"]) == (4, "removed")
+
+    found = problems([*lines[:1], lines[2], lines[1], *lines[3:]])
+    assert (found[0]["line"], found[0]["kind"]) == (3, "reordered")
+    assert "belongs before line 2" in found[0]["message"]
+
+
+def test_the_data_key_is_crypto_shredded_with_its_checkpoints_and_the_receipt_proves_it(
+    operator_with_vault: OperatorProcess,
+    vault: hvac.Client,
+    kubectl: Kubectl,
+    team_namespace: str,
+) -> None:
+    ns = team_namespace
+    domain = transit_domain(vault, kubectl, ns, checkpoints="0s")
+    apply(kubectl, finetune_job("shredded", ns, domain, podMetadata=kwok_runtime(3)))
+    wait_condition(kubectl, ns, "shredded", "Succeeded", timeout=120)
+    wait_for(lambda: "deletedAt" in deletion(status_of(kubectl, ns, "shredded"), "dataKey"), 30)
+    status = status_of(kubectl, ns, "shredded")
+    key = status["vault"]["dataKey"]
+    (shred,) = [r for r in status["deletionReceipts"] if r["kind"] == "TransitKey"]
+    assert shred["name"] == f"transit/{key}"
+    assert shred["verification"] == "transit decrypt refused by Vault: encryption key not found"
+    assert shred["policy"] == "retention.checkpoints=0s"
+    assert receipts.verify_receipt(shred, public_key(kubectl))
+    forged = {**shred, "deletedAt": "2020-01-01T00:00:00Z"}
+    assert not receipts.verify_receipt(forged, public_key(kubectl))
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="encryption key not found"):
+        vault.secrets.transit.decrypt_data(key, status["vault"]["wrappedDataKey"])
+    assert base64.b64decode(shred["signature"])
