@@ -9,6 +9,7 @@ import kopf
 
 from .. import metrics
 from ..api.v1alpha1 import GROUP, VERSION
+from ..artifacts import ArtifactKeeper
 from ..names import LABEL_JOB
 from ..observe import observe_job, observe_pod
 from ..reconcile import Controller, Snapshot
@@ -125,3 +126,13 @@ async def namespace_changed(memo: kopf.Memo, name: str, type: str, **kwargs: Any
     for key in list(kwargs["finetunejobs"].keys()):
         if key[0] == name:
             ctl.trigger(key)
+
+
+@kopf.on.event(GROUP, VERSION, "modelartifacts")
+async def modelartifact_changed(memo: kopf.Memo, body: kopf.Body, type: str, **_: Any) -> None:
+    keeper: ArtifactKeeper = memo.artifacts
+    meta = body["metadata"]
+    if type == "DELETED":
+        keeper.forget(meta["namespace"], meta["name"], meta.get("uid"))
+        return
+    await keeper.changed(dict(body))

@@ -19,6 +19,7 @@ from .. import metrics
 from ..adapters import webhook_tls
 from ..adapters.kube import KubeClient, load_credentials
 from ..adapters.vault import VaultAdmin
+from ..artifacts import ArtifactKeeper
 from ..audit import AuditLog
 from ..custody import Custody
 from ..keys import OperatorKeys
@@ -60,6 +61,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         Path(ours.audit_path) if ours.audit_path else None, stdout=sys.stdout if ours.audit_stdout else None
     )
     await audit.start()
+    memo.artifacts = ArtifactKeeper(kube, keys, audit)
     memo.controller = Controller(
         settings=ours,
         kube=kube,

@@ -17,8 +17,9 @@ from typing import Any
 import hvac
 import pytest
 
-from sealtune import receipts
+from sealtune import receipts, signing
 from tests.conftest import Kubectl
+from tests.support.artifacts import artifact_manifest, job_manifest, write_model
 from tests.support.cluster import LocalCluster, hack_cluster
 from tests.support.kube import apply, get, wait_condition, wait_for
 from tests.support.objects import data_domain, finetune_job, kwok_runtime
@@ -201,3 +202,40 @@ def test_the_data_key_is_crypto_shredded_with_its_checkpoints_and_the_receipt_pr
     with pytest.raises(hvac.exceptions.InvalidRequest, match="encryption key not found"):
         vault.secrets.transit.decrypt_data(key, status["vault"]["wrappedDataKey"])
     assert base64.b64decode(shred["signature"])
+
+
+def test_artifacts_past_their_retention_go_unless_approved_and_pinned(
+    operator_with_vault: OperatorProcess, kubectl: Kubectl, team_namespace: str, tmp_path: Path
+) -> None:
+    ns = team_namespace
+    signer = signing.PemSigner(signing.new_private_key_pem())
+    files = write_model(tmp_path / "model")
+    for name in ("short-lived", "pinned"):
+        artifact = artifact_manifest(name, files, signer, job=job_manifest("tune", ns))
+        artifact["spec"]["retention"] = {"keepFor": "8s", "pinWhileApproved": True}
+        kubectl("create", "-f", "-", input=json.dumps(artifact))
+    approval = {"approver": "alice@example.com", "approvedAt": "2026-01-01T00:00:00Z", "reason": "reviewed"}
+    kubectl(
+        "patch",
+        "modelartifact",
+        "pinned",
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"promotion": {"stage": "Approved", "approvals": [approval]}}),
+    )
+    wait_for(lambda: not exists(kubectl, "modelartifact", "short-lived", "-n", ns), 45)
+    time.sleep(10)  # well past the pinned one's keepFor
+    assert exists(kubectl, "modelartifact", "pinned", "-n", ns), "an Approved, pinned artifact was deleted"
+
+    entries = [
+        json.loads(line)
+        for line in operator_with_vault.log_path.with_name("audit.jsonl").read_text().splitlines()
+    ]
+    (deleted,) = [e for e in entries if e["event"] == "Deletion" and e["subject"]["name"] == "short-lived"]
+    assert deleted["details"]["policy"] == "spec.retention.keepFor=8s"
+    assert receipts.verify_receipt(deleted["details"], public_key(kubectl))
+    approvals = [e for e in entries if e["event"] == "Approval" and e["subject"]["name"] == "pinned"]
+    assert [a["details"]["approver"] for a in approvals] == ["alice@example.com"]
