@@ -157,7 +157,15 @@ class Custody:
             if domain and domain.spec.encryption.vault_transit
             else None
         )
-        if self.vault is not None:
+        if self.vault is None:
+            if vault.get("role"):
+                # Removing the finalizer now would orphan the job's grants in Vault.
+                raise VaultProblem(
+                    "VaultNotConfigured",
+                    "the job has Vault objects and the operator no Vault",
+                    transient=True,
+                )
+        else:
             names_ = {"role": name, "policy": vault.get("policy") or name}
             if mount:
                 names_ |= {"transitMount": mount, "dataKey": vault.get("dataKey") or name}

@@ -84,6 +84,7 @@ def test_killing_the_active_replica_hands_over_without_duplicates(
     apply(kubectl, finetune_job("second", namespace, f"{namespace}-d"))
     wait_for(lambda: job_uids(kubectl, namespace, "second"), timeout=45)
     handover = time.monotonic() - killed
+    print(f"handover took {handover:.1f} s")  # shown with -s: a figure for reports
     assert handover < 30, f"handover took {handover:.0f} s"
     assert RESUMED in log(standby)
     # No duplicate: the first job's Job is the one the first replica made, not remade, and each

@@ -111,7 +111,9 @@ def test_deadlines_passed_while_the_operator_was_down_are_met_on_its_return_and_
         wait_for(
             lambda name=name: "deletedAt" in deletion(status_of(kubectl, ns, name), "trainingCopies"), 60
         )
-    assert time.monotonic() - restarted < 60
+    caught_up = time.monotonic() - restarted
+    print(f"every overdue deletion done {caught_up:.1f} s after the restart")  # shown with -s
+    assert caught_up < 60
     pem = public_key(kubectl)
     for name in JOBS:
         status = status_of(kubectl, ns, name)
