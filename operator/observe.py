@@ -9,6 +9,9 @@ from typing import Any
 
 from .names import ANNOTATION_DESIRED_HASH, COMPLETION_INDEX_ANNOTATION
 
+STARTING = ("ContainerCreating", "PodInitializing")
+"""Waiting reasons that are just a container on its way up, not news."""
+
 
 @dataclass(frozen=True)
 class JobObservation:
@@ -41,6 +44,8 @@ class PodObservation:
     image: str | None = None
     image_id: str | None = None
     """The trainer's image reference and the digest the node ran (for provenance)."""
+    waiting: str | None = None
+    """Why a container cannot start, e.g. "vault-init: ImagePullBackOff: ...", while it waits."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,14 @@ def observe_pod(body: dict[str, Any]) -> PodObservation:
         terminated = (container.get("state") or {}).get("terminated")
         if terminated:
             message, exit_code = terminated.get("message"), terminated.get("exitCode")
+    waiting = next(
+        (
+            f"{c.get('name')}: {w.get('reason')}: {w.get('message') or ''}".strip(": ")
+            for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+            if (w := (c.get("state") or {}).get("waiting")) and w.get("reason") not in STARTING
+        ),
+        None,
+    )
     owners = metadata.get("ownerReferences") or []
     return PodObservation(
         name=metadata["name"],
@@ -103,4 +116,5 @@ def observe_pod(body: dict[str, Any]) -> PodObservation:
         owner_uid=owners[0]["uid"] if owners else None,
         image=image,
         image_id=image_id,
+        waiting=waiting,
     )

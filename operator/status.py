@@ -162,8 +162,14 @@ def workload_conditions(job: FineTuneJob, seen: Observation) -> tuple[list[Cond]
             Cond(T.RUNNING, True, RunningReason.WORKERS_RUNNING, f"{workers} of {workers} workers running")
         )
         return conds, "Running"
+    stuck = next((f"; {p.name} waits: {p.waiting}" for p in pods if p.waiting), "")
     conds.append(
-        Cond(T.RUNNING, False, RunningReason.WORKERS_STARTING, f"{len(running)} of {workers} workers running")
+        Cond(
+            T.RUNNING,
+            False,
+            RunningReason.WORKERS_STARTING,
+            f"{len(running)} of {workers} workers running{stuck}",
+        )
     )
     return conds, "Pending"
 

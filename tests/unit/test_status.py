@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sealtune.api.v1alpha1 import FineTuneJob
-from sealtune.observe import JobObservation, Observation, PodObservation
+from sealtune.observe import JobObservation, Observation, PodObservation, observe_pod
 from sealtune.status import Cond, compute_status, merge_conditions, transitions
 from tests.support.objects import finetune_job
 
@@ -100,3 +100,33 @@ def test_failed_job_maps_the_batch_reason() -> None:
     )
     assert conds(status)["Failed"] == ("True", "DeadlineExceeded")
     assert status["phase"] == "Failed"
+
+
+def test_a_worker_that_cannot_start_says_why() -> None:
+    body = {
+        "metadata": {"name": "j-0", "annotations": {}},
+        "spec": {"nodeName": "n1"},
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                {
+                    "name": "vault-init",
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": 'pull "x:1" failed'}},
+                }
+            ],
+            "containerStatuses": [{"name": "trainer", "state": {"waiting": {"reason": "PodInitializing"}}}],
+        },
+    }
+    seen = Observation(batch(), (observe_pod(body),))
+    running = next(
+        c for c in compute_status(job(), {}, None, seen, T0)["conditions"] if c["type"] == "Running"
+    )
+    assert (
+        running["message"]
+        == '0 of 1 workers running; j-0 waits: vault-init: ImagePullBackOff: pull "x:1" failed'
+    )
+    starting = {
+        **body,
+        "status": {"phase": "Pending", "containerStatuses": body["status"]["containerStatuses"]},
+    }
+    assert observe_pod(starting).waiting is None
