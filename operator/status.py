@@ -135,8 +135,11 @@ def workload_conditions(job: FineTuneJob, seen: Observation) -> tuple[list[Cond]
         return conds, "Suspended"
     pods = [p for p in seen.pods if p.phase not in ("Succeeded", "Failed")]
     unschedulable = [p for p in pods if p.unschedulable]
-    placed = [p for p in pods if p.node_name]
-    running = [p for p in pods if p.phase == "Running"]
+    # A worker that already finished still counts as placed and as at work, until the Job
+    # says Complete: otherwise a job would step back from Running to Pending in between.
+    finished = {p.index for p in seen.pods if p.phase == "Succeeded"}
+    placed = {p.index for p in pods if p.node_name} | finished
+    running = {p.index for p in pods if p.phase == "Running"} | finished
     if unschedulable:
         conds.append(
             Cond(

@@ -12,6 +12,7 @@ touch a cluster they did not create.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.support.cluster import REPO_ROOT, LocalCluster, ensure_cluster, hack_cluster
+from tests.support.objects import bound_claims
 
 TIERS = ("unit", "integration", "e2e", "trainer", "slow")
 
@@ -94,3 +96,16 @@ def real_nodes(kubeconfig: str) -> dict[str, Any]:
     from tests.e2e.realnodes import ensure_real_nodes
 
     return ensure_real_nodes(kubeconfig)
+
+
+@pytest.fixture
+def team_namespace(namespace: str, kubectl: Kubectl) -> str:
+    """A namespace that enforces Pod Security "restricted" and holds bound claims."""
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": bound_claims(namespace)}),
+    )
+    return namespace

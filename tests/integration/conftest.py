@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 
 from tests.conftest import Kubectl
 from tests.support.cluster import LocalCluster
-from tests.support.objects import bound_claims
 from tests.support.operator import OperatorProcess
 
 
@@ -23,16 +21,3 @@ def operator(
     process.start()
     yield process
     process.stop()
-
-
-@pytest.fixture
-def team_namespace(namespace: str, kubectl: Kubectl) -> str:
-    """A namespace that enforces Pod Security "restricted" and holds bound claims."""
-    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": bound_claims(namespace)}),
-    )
-    return namespace

@@ -22,8 +22,9 @@ from tests.conftest import Kubectl
 from tests.support.artifacts import artifact_manifest, job_manifest, write_model
 from tests.support.cluster import LocalCluster, hack_cluster
 from tests.support.kube import apply, get, wait_condition, wait_for
-from tests.support.objects import data_domain, finetune_job, kwok_runtime
+from tests.support.objects import finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess, with_vault
+from tests.support.vaultdata import transit_domain
 
 COPIES_SECONDS = 25
 JOBS = ("first", "second", "third")
@@ -38,20 +39,6 @@ def operator_with_vault(
     process.start()
     yield process
     process.stop()
-
-
-def transit_domain(vault: hvac.Client, kubectl: Kubectl, ns: str, **retention: str) -> str:
-    key = f"domain-{ns}"
-    vault.secrets.transit.create_key(key, key_type="aes256-gcm96")
-    wrapped = vault.secrets.transit.generate_data_key(key, key_type="wrapped", bits=256)["data"]["ciphertext"]
-    domain = data_domain(
-        f"{ns}-r",
-        ns,
-        encryption={"type": "vaultTransit", "vaultTransit": {"keyName": key, "wrappedDataKey": wrapped}},
-        retention=retention,
-    )
-    apply(kubectl, domain)
-    return str(domain["metadata"]["name"])
 
 
 def status_of(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import pytest
 
 from sealtune_trainer import sealing
 from tests.conftest import Kubectl
+from tests.support import vaultdata
 from tests.support.cluster import LocalCluster, hack_cluster
 from tests.support.kube import apply, get, wait_condition, wait_for
 from tests.support.objects import data_domain, finetune_job, kwok_runtime
@@ -71,10 +72,9 @@ def vault_domain(vault: hvac.Client, kubectl: Kubectl, team_namespace: str) -> d
 
 
 def write_secret(vault: hvac.Client, namespace: str, name: str) -> tuple[str, str]:
-    """A KV v2 secret with one key; returns its API path and value."""
-    value = secret_value()
-    vault.secrets.kv.v2.create_or_update_secret(f"{namespace}/{name}", secret={"token": value})
-    return f"secret/data/{namespace}/{name}", value
+    path, value = vaultdata.write_secret(vault, namespace, name)
+    SECRET_VALUES.append(value)
+    return path, value
 
 
 def declared(path: str, file_name: str) -> dict[str, Any]:

@@ -130,3 +130,16 @@ def test_a_worker_that_cannot_start_says_why() -> None:
         "status": {"phase": "Pending", "containerStatuses": body["status"]["containerStatuses"]},
     }
     assert observe_pod(starting).waiting is None
+
+
+def test_a_finished_worker_keeps_the_job_running_until_the_job_completes() -> None:
+    two = job(resources={"workers": 2})
+    seen = Observation(
+        batch(active=1, succeeded=1),
+        (pod(node_name="n1", phase="Succeeded"), pod(name="j-1", index=1, node_name="n2", phase="Running")),
+    )
+    status = compute_status(two, {}, None, seen, T0)
+    assert status["phase"] == "Running"
+    assert conds(status)["Scheduled"] == ("True", "PodsScheduled")
+    last = Observation(batch(active=0, succeeded=2), (pod(node_name="n1", phase="Succeeded"),))
+    assert compute_status(job(), status, None, last, T0)["phase"] == "Running"

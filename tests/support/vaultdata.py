@@ -1,0 +1,33 @@
+"""What an admin puts in Vault for tests: a domain whose data key a transit key wraps, and
+KV v2 secrets with known values (which the secret scan then looks for)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.conftest import Kubectl
+from tests.support.kube import apply
+from tests.support.objects import data_domain
+
+
+def transit_domain(vault: Any, kubectl: Kubectl, namespace: str, **retention: str) -> str:
+    """A DataDomain admitting ``namespace``, encrypted under its own transit key; its name."""
+    key = f"domain-{namespace}"
+    vault.secrets.transit.create_key(key, key_type="aes256-gcm96")
+    wrapped = vault.secrets.transit.generate_data_key(key, key_type="wrapped", bits=256)["data"]["ciphertext"]
+    domain = data_domain(
+        f"{namespace}-r",
+        namespace,
+        encryption={"type": "vaultTransit", "vaultTransit": {"keyName": key, "wrappedDataKey": wrapped}},
+        retention=retention,
+    )
+    apply(kubectl, domain)
+    return str(domain["metadata"]["name"])
+
+
+def write_secret(vault: Any, namespace: str, name: str) -> tuple[str, str]:
+    """A KV v2 secret with one key "token"; its API path and value."""
+    value = f"sv-{uuid.uuid4().hex}"
+    vault.secrets.kv.v2.create_or_update_secret(f"{namespace}/{name}", secret={"token": value})
+    return f"secret/data/{namespace}/{name}", value
