@@ -248,5 +248,18 @@ def result_summary(result: dict[str, Any]) -> dict[str, Any]:
     summary = {ours: result[theirs] for theirs, ours in keys.items() if result.get(theirs) is not None}
     gates = result.get("gates")
     if isinstance(gates, list):
-        summary["gates"] = [g for g in gates if isinstance(g, dict) and "name" in g and "passed" in g][:16]
+        summary["gates"] = [
+            gate_outcome(g) for g in gates if isinstance(g, dict) and "name" in g and "passed" in g
+        ][:16]
     return summary
+
+
+def gate_outcome(gate: dict[str, Any]) -> dict[str, Any]:
+    """A gate as status holds it: name, passed, and value and threshold when they are numbers
+    (the trainer's weightsChanged gate reports booleans, which say nothing passed does not)."""
+    outcome = {"name": gate["name"], "passed": bool(gate["passed"])}
+    for key in ("value", "threshold"):
+        value = gate.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            outcome[key] = value
+    return outcome

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sealtune.api.v1alpha1 import FineTuneJob
 from sealtune.observe import JobObservation, Observation, PodObservation, observe_pod
-from sealtune.status import Cond, compute_status, merge_conditions, transitions
+from sealtune.status import Cond, compute_status, merge_conditions, result_summary, transitions
 from tests.support.objects import finetune_job
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -143,3 +143,18 @@ def test_a_finished_worker_keeps_the_job_running_until_the_job_completes() -> No
     assert conds(status)["Scheduled"] == ("True", "PodsScheduled")
     last = Observation(batch(active=0, succeeded=2), (pod(node_name="n1", phase="Succeeded"),))
     assert compute_status(job(), status, None, last, T0)["phase"] == "Running"
+
+
+def test_gate_outcomes_keep_only_numeric_values() -> None:
+    result = {
+        "gates": [
+            {"name": "maxEvalLoss", "passed": True, "value": 1.5, "threshold": 2.0},
+            {"name": "weightsChanged", "passed": True, "value": True, "threshold": True},
+        ]
+    }
+    gates = result_summary(result)["gates"]
+    assert gates == [
+        {"name": "maxEvalLoss", "passed": True, "value": 1.5, "threshold": 2.0},
+        {"name": "weightsChanged", "passed": True},
+    ]
+    FineTuneJob.model_validate({**job().to_json(), "status": {"result": {"gates": gates}}})
