@@ -239,9 +239,22 @@ class Controller:
         return secured
 
     def _with_progress(self, key: Key, job: FineTuneJob, status: dict[str, Any]) -> None:
-        """A running job's status carries its trainer's progress as last read."""
+        """A running job's status carries its trainer's progress as last read; a succeeded
+        job's shows it complete (the last read may predate the last steps)."""
         if status["phase"] != "Running":
             self._stop_progress(key)
+            done = status.get("progress")
+            if status["phase"] == "Succeeded" and done:
+                steps = (
+                    (status.get("result") or {}).get("steps") or done.get("totalSteps") or done.get("step", 0)
+                )
+                status["progress"] = {
+                    **done,
+                    "step": steps,
+                    "totalSteps": steps,
+                    "percent": 100,
+                    "etaSeconds": 0,
+                }
             return
         self._follow_progress(key, job)
         current = self.progress.last(key, world_size(job))

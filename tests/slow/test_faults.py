@@ -124,6 +124,13 @@ def vault_leftovers(vault: hvac.Client, ns: str) -> list[str]:
         except hvac.exceptions.InvalidPath:
             listed = []
         found += [f"{path}/{n}" for n in listed if n.startswith(prefix)]
+    for accessor in vault.adapter.list("/v1/auth/token/accessors")["data"]["keys"]:
+        try:
+            token = vault.auth.token.lookup_accessor(accessor)["data"]
+        except hvac.exceptions.InvalidRequest:
+            continue  # expired or revoked since the listing
+        if any(p.startswith(prefix) for p in token.get("policies") or []):
+            found.append(f"token accessor {accessor} with policies {token['policies']}")
     return found
 
 
