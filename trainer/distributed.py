@@ -54,7 +54,12 @@ def start(topology: Topology, device: torch.device, *, deepspeed: bool) -> None:
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if deepspeed:
         import deepspeed as ds
+        from deepspeed import ops as ds_ops
 
+        if device.type == "cpu":
+            # On CPU DeepSpeed JIT-compiles shared-memory collectives, which needs a C++
+            # toolchain the trainer image does not ship; gloo does the same work without one.
+            ds_ops.__compatible_ops__["deepspeed_shm_comm"] = False
         ds.init_distributed(dist_backend=backend, timeout=timedelta(minutes=30))
     else:
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
