@@ -178,8 +178,9 @@ class Publisher:
         except NotPublishable as refusal:
             return Cond(T.PUBLISHED, False, refusal.reason, str(refusal)), None
         now = datetime.now(UTC)
+        name, namespace = job.spec.output.artifact_name or job.metadata["name"], job.metadata["namespace"]
         signer = await self.keys.signer()
-        signature = await asyncio.to_thread(signing.sign_files, files, signer, name=job.metadata["name"])
+        signature = await asyncio.to_thread(signing.sign_files, files, signer, name=name)
         body = model_artifact(
             job,
             domain,
@@ -188,8 +189,8 @@ class Publisher:
             signature=signature,
             run=run_of(pods, status, self.settings),
             now=now,
+            name=name,
         )
-        name, namespace = job.metadata["name"], job.metadata["namespace"]
         try:
             created = await self.kube.create(body)
         except ApiError as exc:
@@ -199,7 +200,8 @@ class Publisher:
             source = ((created.get("spec") or {}).get("source") or {}).get("job") or {}
             if source.get("uid") != job.metadata["uid"]:
                 message = (
-                    f"ModelArtifact {name} exists and belongs to another job; delete it or rename the job"
+                    f"ModelArtifact {name} exists and belongs to another job; delete it or choose "
+                    "another spec.output.artifactName"
                 )
                 return Cond(T.PUBLISHED, False, R.ARTIFACT_NAME_TAKEN, message), None
         stage = (created.get("promotion") or body["promotion"])["stage"]

@@ -245,16 +245,12 @@ class Controller:
             self._stop_progress(key)
             done = status.get("progress")
             if status["phase"] == "Succeeded" and done:
-                steps = (
-                    (status.get("result") or {}).get("steps") or done.get("totalSteps") or done.get("step", 0)
-                )
-                status["progress"] = {
-                    **done,
-                    "step": steps,
-                    "totalSteps": steps,
-                    "percent": 100,
-                    "etaSeconds": 0,
-                }
+                result = status.get("result") or {}
+                steps = result.get("steps") or done.get("totalSteps") or done.get("step", 0)
+                final = {"step": steps, "totalSteps": steps, "percent": 100, "etaSeconds": 0}
+                if result.get("trainLoss") is not None:
+                    final["loss"] = result["trainLoss"]
+                status["progress"] = {**done, **final}
             return
         self._follow_progress(key, job)
         current = self.progress.last(key, world_size(job))

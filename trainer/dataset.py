@@ -3,13 +3,19 @@
     keygen KEY_FILE                      a new random data key (base64, mode 0600)
     encrypt --key KEY_FILE SRC DST       seal every *.jsonl under SRC into DST, write DST's
                                          manifest and print its digest
+    encrypt --transit-key NAME SRC DST   the same under a new data key from Vault transit
+                                         (datakey/plaintext/NAME; VAULT_ADDR, VAULT_TOKEN):
+                                         the key is used in memory only; prints
+                                         `manifestDigest: ...` and `wrappedDataKey: ...`
     manifest DIR                         write DIR's manifest of its data files, print digest
     digest DIR                           print the digest of DIR's existing manifest
     verify DIR [--digest D] [--key K]    check every file against the manifest (and, with the
                                          key, authenticate every chunk, in memory)
 
-The printed digest is what a DataDomain's `digest` and the trainer's `data.manifestDigest`
-expect. Nothing here prints data.
+The printed digest is what a DataDomain's `source.manifestDigest` and the trainer's
+`data.manifestDigest` expect; the wrapped key is the domain's
+`encryption.vaultTransit.wrappedDataKey`, which only Vault can unwrap. Nothing here prints data
+or a plaintext key.
 """
 
 from __future__ import annotations
@@ -26,14 +32,35 @@ from sealtune_trainer.errors import DataRejected
 MANIFEST_NAME = "manifest.json"
 
 
+class KeySourceError(Exception):
+    """Vault did not hand out a data key (unreachable, no token, no such key, refused)."""
+
+
 def _keygen(key_file: Path) -> None:
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(base64.b64encode(os.urandom(sealing.KEY_BYTES)) + b"\n")
 
 
-def _encrypt(key_file: Path, src: Path, dst: Path, chunk_bytes: int) -> str:
-    key = sealing.load_key(key_file)
+def _transit_data_key(name: str, mount: str) -> tuple[bytes, str]:
+    """A new data key from Vault transit: (plaintext, wrapped). The plaintext stays in this
+    process's memory; the wrapped form is what the DataDomain records."""
+    import hvac
+    import hvac.exceptions
+
+    # VAULT_ADDR and VAULT_TOKEN, as every Vault client reads them.
+    client = hvac.Client()
+    try:
+        response = client.secrets.transit.generate_data_key(name, key_type="plaintext",
+                                                            mount_point=mount)
+    except hvac.exceptions.VaultError as exc:
+        raise KeySourceError(f"Vault transit {mount}/datakey/plaintext/{name}: "
+                             f"{type(exc).__name__}: {exc}") from None
+    data = response["data"]
+    return sealing.parse_key(data["plaintext"].encode()), str(data["ciphertext"])
+
+
+def _encrypt(key: bytes, src: Path, dst: Path, chunk_bytes: int) -> str:
     plain = [rel for rel in records.data_files(src) if rel.endswith(records.PLAIN_SUFFIX)]
     if not plain:
         raise SystemExit(f"no *{records.PLAIN_SUFFIX} files under {src}")
@@ -79,14 +106,17 @@ def _verify(root: Path, digest: str | None, key_file: Path | None) -> list[str]:
     return []
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sealtune_trainer.dataset",
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog,
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("keygen").add_argument("key_file", type=Path)
     encrypt = commands.add_parser("encrypt")
-    encrypt.add_argument("--key", type=Path, required=True)
+    key = encrypt.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key", type=Path, help="file holding the data key")
+    key.add_argument("--transit-key", help="Vault transit key that wraps a new data key")
+    encrypt.add_argument("--transit-mount", default="transit")
     encrypt.add_argument("--chunk-bytes", type=int, default=sealing.DEFAULT_CHUNK_BYTES)
     encrypt.add_argument("src", type=Path)
     encrypt.add_argument("dst", type=Path)
@@ -99,13 +129,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m sealtune_trainer.dataset") -> int:
+    args = _parser(prog).parse_args(argv)
     try:
         if args.command == "keygen":
             _keygen(args.key_file)
+        elif args.command == "encrypt" and args.transit_key:
+            key, wrapped = _transit_data_key(args.transit_key, args.transit_mount)
+            digest = _encrypt(key, args.src, args.dst, args.chunk_bytes)
+            print(f"manifestDigest: {digest}\nwrappedDataKey: {wrapped}")
         elif args.command == "encrypt":
-            print(_encrypt(args.key, args.src, args.dst, args.chunk_bytes))
+            print(_encrypt(sealing.load_key(args.key), args.src, args.dst, args.chunk_bytes))
         elif args.command == "manifest":
             print(_manifest(args.dir))
         elif args.command == "digest":
@@ -117,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             if problems:
                 return 1
             print("verified")
-    except (manifest.ManifestError, sealing.SealError, OSError) as exc:
+    except (manifest.ManifestError, sealing.SealError, KeySourceError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

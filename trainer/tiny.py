@@ -1,8 +1,13 @@
 """Tiny, randomly initialised Llama models, locally trained tokenizers and synthetic records,
-for tests and benchmarks: nothing is ever downloaded from a model hub.
+for tests, benchmarks and the demo: nothing is ever downloaded from a model hub.
 
 The synthetic records follow a small grammar, so a model can learn them in a few hundred
 steps and a falling loss means something.
+
+    python -m sealtune_trainer.tiny DIR   a base model in DIR (weights, config and tokenizer
+                                          side by side, as a FineTuneJob's baseModel expects)
+                                          with its manifest; prints the manifest's digest, the
+                                          job's spec.baseModel.digest
 """
 
 # ruff: noqa: S311  (seeded, reproducible choices by design: nothing here is a key)
@@ -10,9 +15,11 @@ steps and a falling loss means something.
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
+MANIFEST_NAME = "manifest.json"
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -109,3 +116,35 @@ def make_model_and_tokenizer(root: Path, corpus: list[str] | None = None,
     vocab = len(AutoTokenizer.from_pretrained(tokenizer_dir))
     make_model(model_dir, vocab, **shape)
     return model_dir, tokenizer_dir
+
+
+BASE_MODEL_SHAPE = {"hidden": 256, "layers": 4, "heads": 8, "kv_heads": 4, "ffn": 688}
+"""The demo's base model: 12 MB, big enough that LoRA visibly lowers the loss within a few
+hundred CPU steps, small enough that those take about a minute."""
+
+
+def make_base_model(root: Path, seed: int = 0) -> str:
+    """A tokenizer and a random Llama in one directory, and its manifest; returns the digest."""
+    from transformers import AutoTokenizer
+
+    from sealtune_trainer import manifest
+
+    make_tokenizer(root)
+    make_model(root, len(AutoTokenizer.from_pretrained(root)), seed=seed, **BASE_MODEL_SHAPE)
+    files = [p.relative_to(root).as_posix() for p in root.rglob("*")
+             if p.is_file() and p.name != MANIFEST_NAME]
+    return manifest.write(root / MANIFEST_NAME, manifest.build(root, files))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1].startswith("-"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    root = Path(argv[1])
+    root.mkdir(parents=True, exist_ok=True)
+    print(make_base_model(root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

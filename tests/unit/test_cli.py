@@ -212,3 +212,17 @@ def test_the_console_script(setup: dict[str, Path]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["verified"] is True
+
+
+def test_dataset_is_the_admins_data_set_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sealtune dataset ...` hands its arguments to sealtune_trainer.dataset unchanged (the
+    transit-key path, which needs Vault, runs in tests/e2e/test_end_to_end.py)."""
+    (tmp_path / "kb.jsonl").write_text('{"text": "the otter eats fish"}\n')
+    assert cli.main(["dataset", "manifest", str(tmp_path)]) == 0
+    digest = capsys.readouterr().out.strip()
+    assert digest.startswith("sha256:")
+    assert cli.main(["dataset", "verify", str(tmp_path), "--digest", digest]) == 0
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["dataset", "encrypt", str(tmp_path), str(tmp_path / "out")])  # no key given
+    assert usage.value.code == 2
+    assert "sealtune dataset encrypt" in capsys.readouterr().err

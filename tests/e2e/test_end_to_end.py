@@ -1,0 +1,472 @@
+"""sealtune's main path on the real nodes, as hack/demo runs it: an admin seals the shipped
+knowledge base under a data key from Vault transit and makes a tiny base model; a restricted
+DataDomain and a FineTuneJob go in; the operator (Vault-configured, with its ServiceAccount's
+token) gets the trainer image onto the confidential real node, the init container delivers the
+secrets into memory, the trainer trains, and the operator signs and publishes a ModelArtifact
+that `sealtune verify` and the OpenSSF `model_signing verify` accept, and nothing else does.
+Then two workers on the two real nodes train with DeepSpeed ZeRO-2 over gloo.
+
+Needs the fixtures of tests/conftest.py, the real nodes (the `real_nodes` fixture) and OpenBao.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+import yaml
+
+from sealtune import signing
+from sealtune.api.v1alpha1.modelartifact import FileDigest
+from tests.conftest import Kubectl
+from tests.support import volumes
+from tests.support.artifacts import flip_byte, model_signing_verify
+from tests.support.cluster import REPO_ROOT, LocalCluster
+from tests.support.kube import apply, get, pods_of, wait_condition, wait_for
+from tests.support.objects import data_domain, finetune_job
+from tests.support.operator import OperatorProcess
+from tests.support.scan import find_secrets
+
+pytestmark = pytest.mark.e2e
+
+KNOWLEDGE_BASE = REPO_ROOT / "hack" / "knowledge-base" / "data"
+SEALTUNE = Path(sys.executable).with_name("sealtune")
+RUNTIME_CLASS = "kata-qemu-nvidia-gpu-tdx"
+OPERATOR_NAMESPACE = "sealtune-system"
+# Where pods on the real nodes reach OpenBao (it listens on this host's cluster address too).
+POD_VAULT_ADDRESS = "http://10.200.0.1:8200"
+REAL_NODE = {"key": "sealtune.dev/real-node", "operator": "In", "values": ["true"]}
+NODE_TAINTS = [
+    {"key": "sealtune.dev/confidential", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+]
+TRACKER = "tracker"
+"""A KV secret the confidential job declares (an experiment tracker's token, say)."""
+# Tiny training, so each job takes a minute or two on two shared cores.
+TRAINING = {"maxSteps": 40, "learningRate": "3e-3", "batchSize": 4, "maxSeqLength": 128, "precision": "fp32"}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the admin prepared once for the module: the sealed data set and the base model."""
+
+    data: Path
+    data_digest: str
+    wrapped_key: str
+    transit_key: str
+    model: Path
+    model_digest: str
+
+
+@dataclass(frozen=True)
+class Env:
+    operator: OperatorProcess
+    namespaces: tuple[str, str]
+    inputs: Inputs
+    secrets: list[str]
+    """Secret values met during the module; the scans look for every one."""
+
+
+def sealtune(*args: str | Path, kubeconfig: str) -> tuple[int, dict[str, Any]]:
+    """The `sealtune` command as a user runs it, with -o json."""
+    result = subprocess.run(
+        [str(SEALTUNE), *map(str, args), "--kubeconfig", kubeconfig, "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    document: dict[str, Any] = json.loads(result.stdout)
+    return result.returncode, document
+
+
+@pytest.fixture(scope="module")
+def inputs(
+    vault: hvac.Client, cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Inputs]:
+    """The admin's part, with the admin CLI: the knowledge base sealed under a fresh data key
+    from the domain's transit key, and a tiny random base model with its digest."""
+    root = tmp_path_factory.mktemp("admin")
+    key = f"e2e-kb-{uuid.uuid4().hex[:8]}"
+    vault.secrets.transit.create_key(key, key_type="aes256-gcm96")
+    env = {**os.environ, "VAULT_ADDR": cluster.vault_addr, "VAULT_TOKEN": cluster.vault_root_token}
+    sealed = subprocess.run(
+        [str(SEALTUNE), "dataset", "encrypt", "--transit-key", key, str(KNOWLEDGE_BASE), str(root / "data")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    printed = yaml.safe_load(sealed.stdout)
+    assert printed["wrappedDataKey"].startswith("vault:v1:")
+    assert not list((root / "data").glob("*.jsonl")), "no plaintext may be written"
+    model = subprocess.run(
+        [sys.executable, "-m", "sealtune_trainer.tiny", str(root / "model")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    yield Inputs(
+        data=root / "data",
+        data_digest=printed["manifestDigest"],
+        wrapped_key=printed["wrappedDataKey"],
+        transit_key=key,
+        model=root / "model",
+        # The digest is the last line: deepspeed, imported by transformers, prints too.
+        model_digest=model.stdout.strip().splitlines()[-1],
+    )
+    vault.secrets.transit.update_key_configuration(key, deletion_allowed=True)
+    vault.secrets.transit.delete_key(key)
+
+
+@pytest.fixture(scope="module")
+def env(
+    cluster: LocalCluster,
+    kubectl: Kubectl,
+    vault: hvac.Client,
+    crds_installed: None,
+    real_nodes: dict[str, Any],
+    inputs: Inputs,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Env]:
+    """Two team namespaces (Pod Security "restricted") and the operator watching only them,
+    configured with Vault like a deployment: it logs in with a token of its ServiceAccount."""
+    suffix = uuid.uuid4().hex[:6]
+    namespaces = (f"e2e-cc-{suffix}", f"e2e-zero2-{suffix}")
+    for ns in namespaces:
+        kubectl("create", "namespace", ns)
+        kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    tmp = tmp_path_factory.mktemp("e2e-operator")
+    jwt = kubectl(
+        "create", "token", "sealtune-operator", "-n", OPERATOR_NAMESPACE, "--audience", "vault",
+        "--duration", "2h",
+    ).stdout.strip()  # fmt: skip
+    (tmp / "jwt").write_text(jwt)
+    operator = OperatorProcess(
+        cluster,
+        tmp / "operator.log",
+        namespaces=",".join(namespaces),
+        trainer_image=real_nodes["images"]["trainer"],
+        vault_address=POD_VAULT_ADDRESS,
+        vault_operator_address=cluster.vault_addr,
+        vault_jwt_path=str(tmp / "jwt"),
+        audit_path=str(tmp / "audit.jsonl"),
+        # No admission webhook: the reconcile enforces the same policy, and this operator leaves
+        # the cluster's webhook configuration to others.
+        webhook_address="",
+    )
+    operator.start()
+    yield Env(operator, namespaces, inputs, secrets=[])
+    # Jobs go while the operator runs: their finalizer has it remove their Vault objects.
+    for ns in namespaces:
+        kubectl("delete", "finetunejobs", "--all", "-n", ns, "--timeout=120s", check=False)
+    operator.stop()
+    for ns in namespaces:
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        vault.secrets.kv.v2.delete_metadata_and_all_versions(f"{ns}/{TRACKER}")
+
+
+@pytest.fixture
+def provide(kubeconfig: str, env: Env) -> Iterator[Callable[[str, list[str]], dict[str, Path]]]:
+    """Makes the claims data, models and outputs in a namespace, on local volumes that the
+    given nodes can mount, holding the admin's sealed data set and base model; removes them
+    (claims, volumes, directories) afterwards."""
+    made: list[str] = []
+
+    def provide(namespace: str, nodes: list[str]) -> dict[str, Path]:
+        prefix = f"{namespace[:40]}-{uuid.uuid4().hex[:4]}"
+        dirs = {}
+        for claim in ("data", "models", "outputs"):
+            made.append(f"{prefix}-{claim}")
+            dirs[claim] = volumes.make_volume(kubeconfig, made[-1], namespace, claim, nodes)
+        shutil.copytree(env.inputs.data, dirs["data"], dirs_exist_ok=True)
+        shutil.copytree(env.inputs.model, dirs["models"], dirs_exist_ok=True)
+        volumes.own(kubeconfig, f"{prefix}-data")
+        volumes.own(kubeconfig, f"{prefix}-models")
+        return dirs
+
+    yield provide
+    if made:
+        volumes.remove(kubeconfig, *made)
+
+
+def domain_for(env: Env, name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return data_domain(
+        name,
+        namespace,
+        classification="restricted",
+        source={"format": "chat", "manifestDigest": env.inputs.data_digest},
+        encryption={
+            "type": "vaultTransit",
+            "vaultTransit": {"keyName": env.inputs.transit_key, "wrappedDataKey": env.inputs.wrapped_key},
+        },
+        network={"vaultAddress": POD_VAULT_ADDRESS},
+        **spec,
+    )
+
+
+def secrets_mount(node: dict[str, Any], pod_uid: str) -> tuple[str, Path] | None:
+    """(filesystem type, host path) of the pod's secrets emptyDir as the kubelet mounted it."""
+    path = f"{node['kubeletRoot']}/pods/{pod_uid}/volumes/kubernetes.io~empty-dir/secrets"
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == path:
+            return fields[2], Path(path)
+    return None
+
+
+def watch_secrets(
+    kubectl: Kubectl, namespace: str, job: str, node: dict[str, Any], timeout: float = 300
+) -> dict[str, Any]:
+    """While the trainer runs: its secrets volume as mounted on the node, the files in it and
+    their values (root on this host reads what the pod reads, so the scans can look for them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pod in pods_of(kubectl, namespace, job):
+            if pod["status"].get("phase") != "Running":
+                continue
+            mount = secrets_mount(node, pod["metadata"]["uid"])
+            if mount is None:
+                continue
+            files = {p.name: p for p in mount[1].iterdir()}
+            return {
+                "fstype": mount[0],
+                "modes": {name: oct(p.stat().st_mode & 0o777) for name, p in files.items()},
+                "values": {name: p.read_text().strip() for name, p in files.items()},
+            }
+        time.sleep(0.3)
+    raise AssertionError(f"no running trainer pod of {namespace}/{job} with a secrets volume")
+
+
+def wait_succeeded(kubectl: Kubectl, namespace: str, job: str, timeout: float = 900) -> None:
+    """Waits for the job to succeed; a failed job fails the test at once, with its workers' logs."""
+
+    def finished() -> str | None:
+        phase = (get(kubectl, "ftj", job, "-n", namespace).get("status") or {}).get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    if wait_for(finished, timeout) == "Failed":
+        logs = [
+            kubectl("logs", "-n", namespace, pod["metadata"]["name"], "--all-containers", "--tail=40",
+                    check=False).stdout
+            for pod in pods_of(kubectl, namespace, job)
+        ]  # fmt: skip
+        status = get(kubectl, "ftj", job, "-n", namespace)["status"]
+        pytest.fail(f"{namespace}/{job} failed: {status.get('conditions')}\n" + "\n---\n".join(logs))
+
+
+def trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in pod["status"]["containerStatuses"] if c["name"] == "trainer")  # type: ignore[no-any-return]
+
+
+def pod_log_files(real_nodes: dict[str, Any], namespace: str) -> list[Path]:
+    """The kubelets' log files of every container of the namespace's pods."""
+    return [
+        path
+        for node in real_nodes["nodes"]
+        for path in (Path(node["kubeletRoot"]).parent / "pod-logs").glob(f"{namespace}_*/*/*.log")
+    ]
+
+
+def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified(
+    env: Env,
+    cluster: LocalCluster,
+    kubectl: Kubectl,
+    kubeconfig: str,
+    vault: hvac.Client,
+    real_nodes: dict[str, Any],
+    provide: Callable[[str, list[str]], dict[str, Path]],
+    tmp_path: Path,
+) -> None:
+    ns, job = env.namespaces[0], "kb-assistant"
+    cc = real_nodes["confidential"]
+    cc_node = next(n for n in real_nodes["nodes"] if n["name"] == cc)
+    outputs = provide(ns, [cc])["outputs"]
+    token = f"tracker-{uuid.uuid4().hex}"
+    env.secrets.append(token)
+    vault.secrets.kv.v2.create_or_update_secret(f"{ns}/{TRACKER}", secret={"token": token})
+
+    tracker = {"vaultPath": f"secret/data/{ns}/{TRACKER}", "key": "token", "fileName": "tracker-token"}
+    placement = {
+        "requireConfidentialCompute": True,
+        "confidentialRuntimeClassName": RUNTIME_CLASS,
+        "nodePools": [
+            {
+                "matchExpressions": [
+                    {"key": "sealtune.dev/pool", "operator": "In", "values": ["confidential-gpu"]},
+                    REAL_NODE,
+                ]
+            }
+        ],
+        "regions": ["eu-west-1"],
+        "tolerations": NODE_TAINTS[:1],
+    }
+    apply(
+        kubectl,
+        domain_for(env, f"{ns}-kb", ns, placement=placement, autoApprove=True),
+        finetune_job(
+            job,
+            ns,
+            f"{ns}-kb",
+            baseModel={"pvc": {"claimName": "models", "path": "."}, "digest": env.inputs.model_digest},
+            training=TRAINING,
+            resources={"workers": 1, "gpusPerWorker": 1, "cpu": "1500m", "memory": "3Gi"},
+            evaluation={"maxEvalLoss": 10},
+            secrets=[tracker],
+            scheduling={"backoffLimit": 0, "activeDeadlineSeconds": 1200},
+        ),
+    )
+
+    # While it runs: the secrets are files in a memory volume, as the kubelet mounted it.
+    seen = watch_secrets(kubectl, ns, job, cc_node)
+    assert seen["fstype"] == "tmpfs", seen["fstype"]
+    assert set(seen["values"]) == {"tracker-token", "data.key", "job.key"}
+    assert set(seen["modes"].values()) == {"0o400"}
+    assert seen["values"]["tracker-token"] == token
+    env.secrets.extend(seen["values"].values())
+
+    wait_succeeded(kubectl, ns, job)
+    published = wait_condition(kubectl, ns, job, "Published", timeout=120)
+    assert "signed with" in published["message"], published
+
+    # The trainer pod: the trainer image, on the confidential real node, under its RuntimeClass.
+    (pod,) = pods_of(kubectl, ns, job)
+    assert pod["spec"]["nodeName"] == cc
+    assert pod["spec"]["runtimeClassName"] == RUNTIME_CLASS
+    trainer_image = real_nodes["images"]["trainer"]
+    assert {c["image"] for c in pod["spec"]["containers"] + pod["spec"]["initContainers"]} == {trainer_image}
+    status = trainer_status(pod)
+    assert status["image"] == trainer_image and status["state"]["terminated"]["exitCode"] == 0
+
+    # It really trained: the loss fell over the run, and the adapter changed.
+    metrics = json.loads((outputs / job / "metrics.json").read_text())
+    losses = metrics["lossPerStep"]
+    assert len(losses) == TRAINING["maxSteps"]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1, losses
+    assert metrics["result"]["weightsChanged"] and metrics["training"]["worldSize"] == 1
+    assert metrics["data"]["manifestDigest"] == env.inputs.data_digest
+
+    # The ModelArtifact: published, auto-approved (every gate passed, the domain allows it).
+    artifact = get(kubectl, "modelartifact", job, "-n", ns)
+    assert artifact["spec"]["digests"]["dataSet"] == env.inputs.data_digest
+    assert artifact["spec"]["digests"]["baseModel"] == env.inputs.model_digest
+    assert artifact["promotion"]["stage"] == "Approved", artifact["promotion"]
+    code, lineage = sealtune("lineage", job, "-n", ns, kubeconfig=kubeconfig)
+    assert code == 0, lineage
+    assert lineage["nodes"] == [cc] and lineage["runtimeClassName"] == RUNTIME_CLASS
+    assert [i["uri"] for i in lineage["images"]] == [f"oci://{trainer_image}"]
+
+    # sealtune verify: signature, provenance and every file, with the operator's published key.
+    files = outputs / job
+    code, verdict = sealtune("verify", job, "-n", ns, "--files", files, kubeconfig=kubeconfig)
+    assert code == 0 and verdict["verified"], verdict
+    public_key = tmp_path / "sealtune.pub"
+    public_key.write_text(
+        get(kubectl, "configmap", signing.PUBLIC_KEY_CONFIGMAP, "-n", OPERATOR_NAMESPACE)["data"][
+            "public.pem"
+        ]
+    )
+    exported = tmp_path / "exported"
+    code, done = sealtune("export", job, exported, "-n", ns, "--files", files, kubeconfig=kubeconfig)
+    assert code == 0 and done["exported"], done
+    bundle = exported / signing.SIGNATURE_FILE
+    accepted = model_signing_verify(exported, bundle, public_key)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+
+    # One flipped byte in the adapter: both verifiers refuse.
+    adapter = "adapter_model.safetensors"
+    flip_byte(exported / adapter, offset=100)
+    assert model_signing_verify(exported, bundle, public_key).returncode != 0
+    tampered = tmp_path / "tampered"
+    shutil.copytree(files, tampered)
+    flip_byte(tampered / adapter, offset=100)
+    code, verdict = sealtune("verify", job, "-n", ns, "--files", tampered, kubeconfig=kubeconfig)
+    assert code == 1 and not verdict["verified"], verdict
+    assert any(adapter in p for p in verdict["files"]["problems"]), verdict
+
+    # Another key: the real artifact does not verify with it, and an artifact signed by it does
+    # not verify with sealtune's.
+    other = signing.PemSigner(signing.new_private_key_pem())
+    other_key = tmp_path / "other.pub"
+    other_key.write_bytes(other.public_key_pem)
+    code, verdict = sealtune("verify", job, "-n", ns, "--public-key", other_key, kubeconfig=kubeconfig)
+    assert code == 1 and verdict["signature"]["problems"], verdict
+    forged = {k: v for k, v in artifact.items() if k != "status"}
+    digests = [FileDigest.model_validate(f) for f in artifact["spec"]["digests"]["files"]]
+    forged["spec"]["signature"] = signing.sign_files(digests, other, name=job).to_json()
+    (tmp_path / "forged.yaml").write_text(yaml.safe_dump(forged))
+    code, verdict = sealtune("verify", tmp_path / "forged.yaml", "--files", files, kubeconfig=kubeconfig)
+    assert code == 1 and verdict["signature"]["problems"], verdict
+
+    # No secret value in any API object, raw etcd, the operator's log and audit log, or any
+    # container's log.
+    pods_logs = pod_log_files(real_nodes, ns)
+    assert len(pods_logs) >= 2, pods_logs  # the init container's and the trainer's
+    logs = [env.operator.log_path, env.operator.log_path.with_name("audit.jsonl"), *pods_logs]
+    assert find_secrets(cluster, env.secrets, logs) == []
+
+
+def test_two_workers_on_two_nodes_train_with_zero2_through_the_headless_service(
+    env: Env,
+    kubectl: Kubectl,
+    real_nodes: dict[str, Any],
+    provide: Callable[[str, list[str]], dict[str, Path]],
+) -> None:
+    ns, job = env.namespaces[1], "kb-zero2"
+    nodes = real_nodes["names"]
+    assert len(nodes) >= 2, "the e2e tier starts two real nodes"
+    outputs = provide(ns, nodes)["outputs"]
+    placement = {"nodePools": [{"matchExpressions": [REAL_NODE]}], "tolerations": NODE_TAINTS}
+    apply(
+        kubectl,
+        domain_for(env, f"{ns}-kb", ns, placement=placement),
+        finetune_job(
+            job,
+            ns,
+            f"{ns}-kb",
+            baseModel={"pvc": {"claimName": "models", "path": "."}, "digest": env.inputs.model_digest},
+            training={**TRAINING, "maxSteps": 8, "batchSize": 2},
+            deepspeed={"zeroStage": 2},
+            output={"artifactName": "kb-zero2-v1"},
+            # Each worker asks for more than half a node's two CPUs: they cannot share a node.
+            resources={"workers": 2, "gpusPerWorker": 0, "cpu": "1200m", "memory": "3Gi"},
+            scheduling={"backoffLimit": 0, "activeDeadlineSeconds": 1200},
+        ),
+    )
+    wait_succeeded(kubectl, ns, job)
+
+    pods = sorted(pods_of(kubectl, ns, job), key=lambda p: int(p["metadata"]["labels"][
+        "batch.kubernetes.io/job-completion-index"]))  # fmt: skip
+    assert len(pods) == 2
+    assert {p["spec"]["nodeName"] for p in pods} == set(nodes[:2]), "one worker per node"
+    for index, pod in enumerate(pods):
+        assert trainer_status(pod)["state"]["terminated"]["exitCode"] == 0
+        env_vars = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        # Rendezvous at worker 0's stable name under the job's headless Service.
+        assert env_vars["MASTER_ADDR"] == f"{job}-0.{job}.{ns}.svc.cluster.local"
+        assert pod["spec"]["subdomain"] == job and pod["spec"]["hostname"] == f"{job}-{index}"
+    assert get(kubectl, "service", job, "-n", ns)["spec"]["clusterIP"] == "None"
+    # Both ranks took part: one world of two, and rank 1 logged its own steps.
+    metrics = json.loads((outputs / job / "metrics.json").read_text())
+    assert metrics["training"]["worldSize"] == 2
+    assert metrics["training"]["deepspeedZeroStage"] == 2
+    assert len(metrics["lossPerStep"]) == 8
+    second = kubectl("logs", "-n", ns, pods[1]["metadata"]["name"], "-c", "trainer").stdout
+    assert "rank=1 " in second, second[-2000:]
+    # Published under the name the job asked for.
+    wait_condition(kubectl, ns, job, "Published", timeout=120)
+    assert get(kubectl, "ftj", job, "-n", ns)["status"]["artifactRef"]["name"] == "kb-zero2-v1"
+    assert get(kubectl, "modelartifact", "kb-zero2-v1", "-n", ns)["spec"]["source"]["job"]["name"] == job
