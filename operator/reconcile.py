@@ -43,6 +43,8 @@ Key = tuple[str, str]
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 MAX_BACKOFF_SECONDS = 300.0
+PERMANENT_API_STATUSES = (400, 422)
+"""Refusals of a request as malformed or invalid: the same request never succeeds."""
 VAULT_MAX_BACKOFF_SECONDS = 30.0
 """Jobs waiting for Vault retry at least this often: they start soon after it returns."""
 SETTLE_SECONDS = 2.0
@@ -150,15 +152,28 @@ class Controller:
                     # Someone wrote the job since our view of it; the watch brings the news.
                     self.trigger_later(key, 1.0)
                 except (ApiError, OSError, TimeoutError, VaultProblem, SigningError, AuditError) as error:
-                    failures = self._failures.get(key, 0) + 1
-                    self._failures[key] = failures
-                    delay = min(2.0**failures, MAX_BACKOFF_SECONDS)
-                    log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, error, delay)
-                    self.trigger_later(key, delay)
+                    if isinstance(error, ApiError) and error.status in PERMANENT_API_STATUSES:
+                        self._refused(key, error)
+                    else:
+                        failures = self._failures.get(key, 0) + 1
+                        self._failures[key] = failures
+                        delay = min(2.0**failures, MAX_BACKOFF_SECONDS)
+                        log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, error, delay)
+                        self.trigger_later(key, delay)
                 if key not in self._dirty:
                     break
         finally:
             self._running.pop(key, None)
+
+    def _refused(self, key: Key, error: ApiError) -> None:
+        """The API server refused what the reconcile sent as invalid: retrying the same request
+        cannot help. Say so once, as a Warning Event, and wait for the job or its domain to
+        change (their watch events bring the job back)."""
+        self._failures.pop(key, None)
+        log.error("reconcile of %s/%s refused by the API server; waiting for a change: %s", *key, error)
+        body = _one(self.snapshot.finetunejobs().get(key)) if self.snapshot else None
+        if body is not None:
+            self.emit(body, type="Warning", reason="ReconcileRefused", message=str(error))
 
     async def reconcile(self, key: Key) -> None:
         assert self.snapshot is not None, "the controller runs once kopf's indexes are bound"
