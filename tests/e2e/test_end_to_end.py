@@ -411,11 +411,12 @@ def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified
     code, verdict = sealtune("verify", tmp_path / "forged.yaml", "--files", files, kubeconfig=kubeconfig)
     assert code == 1 and verdict["signature"]["problems"], verdict
 
-    # No secret value in any API object, raw etcd, the operator's log and audit log, or any
-    # container's log.
+    # No secret value in any API object, raw etcd, the operator's log and audit log, any
+    # container's log, or any file the trainer wrote outside its memory volume.
     pods_logs = pod_log_files(real_nodes, ns)
     assert len(pods_logs) >= 2, pods_logs  # the init container's and the trainer's
-    logs = [env.operator.log_path, env.operator.log_path.with_name("audit.jsonl"), *pods_logs]
+    written = [p for p in outputs.rglob("*") if p.is_file()]
+    logs = [env.operator.log_path, env.operator.log_path.with_name("audit.jsonl"), *pods_logs, *written]
     assert find_secrets(cluster, env.secrets, logs) == []
 
 
