@@ -129,6 +129,7 @@ def fuzzed_operator(
     operator.start()
     yield operator
     operator.stop()
+    kubectl("delete", "datadomain", "crown-jewels", "--wait=false", check=False)
 
 
 def test_every_fuzzed_manifest_is_admitted_or_refused_naming_a_field(
