@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.cluster import REPO_ROOT, LocalCluster, ensure_cluster, hack_cluster
 from tests.support.objects import bound_claims
+from tests.support.operator import OperatorProcess, with_vault
 
 TIERS = ("unit", "integration", "e2e", "trainer", "slow")
 
@@ -109,3 +110,16 @@ def team_namespace(namespace: str, kubectl: Kubectl) -> str:
         input=json.dumps({"apiVersion": "v1", "kind": "List", "items": bound_claims(namespace)}),
     )
     return namespace
+
+
+@pytest.fixture
+def operator_with_vault(
+    cluster: LocalCluster, crds_installed: None, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator logged in to OpenBao as its own ServiceAccount, one per test (tests that
+    kill and restart it must not share it)."""
+    hack_cluster("up")  # idempotent; (re)applies the OpenBao setup an admin would make
+    process = with_vault(cluster, tmp_path)
+    process.start()
+    yield process
+    process.stop()

@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,25 +19,13 @@ import pytest
 from sealtune import receipts, signing
 from tests.conftest import Kubectl
 from tests.support.artifacts import artifact_manifest, job_manifest, write_model
-from tests.support.cluster import LocalCluster, hack_cluster
 from tests.support.kube import apply, get, wait_condition, wait_for
 from tests.support.objects import finetune_job, kwok_runtime
-from tests.support.operator import OperatorProcess, with_vault
+from tests.support.operator import OperatorProcess
 from tests.support.vaultdata import transit_domain
 
 COPIES_SECONDS = 25
 JOBS = ("first", "second", "third")
-
-
-@pytest.fixture
-def operator_with_vault(
-    cluster: LocalCluster, crds_installed: None, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    hack_cluster("up")
-    process = with_vault(cluster, tmp_path)
-    process.start()
-    yield process
-    process.stop()
 
 
 def status_of(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from tests.conftest import Kubectl
 from tests.support.cluster import LocalCluster, hack_cluster
 from tests.support.kube import apply, get, wait_for
 from tests.support.objects import finetune_job, kwok_runtime
-from tests.support.operator import OperatorProcess, with_vault
+from tests.support.operator import OperatorProcess
 from tests.support.scan import find_secrets
 from tests.support.vaultdata import transit_domain, write_secret
 
@@ -34,17 +33,6 @@ LIFECYCLES = int(os.environ.get("SEALTUNE_FAULT_LIFECYCLES", "100"))
 MIN_KILLS = int(os.environ.get("SEALTUNE_FAULT_KILLS", "50"))
 CHILD_KINDS = ("jobs.batch", "services", "networkpolicies", "serviceaccounts", "configmaps")
 RETENTION = {"trainingCopies": "10s", "checkpoints": "20s"}
-
-
-@pytest.fixture
-def operator_with_vault(
-    cluster: LocalCluster, crds_installed: None, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    hack_cluster("up")
-    process = with_vault(cluster, tmp_path)
-    process.start()
-    yield process
-    process.stop()
 
 
 def seeded(request: pytest.FixtureRequest) -> random.Random:
