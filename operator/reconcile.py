@@ -248,10 +248,13 @@ class Controller:
             await self._apply_children(key, job, domain, batch, wrapped)
             self._vault_failures.pop(key, None)
         elif secured.retry:
-            failures = self._vault_failures.get(key, 0) + 1
-            self._vault_failures[key] = failures
-            self.trigger_later(key, min(2.0**failures, VAULT_MAX_BACKOFF_SECONDS))
+            self._retry_vault_later(key, self._vault_failures)
         return secured
+
+    def _retry_vault_later(self, key: Key, failures: dict[Key, int]) -> None:
+        """Backoff for trouble in Vault (or its signer): doubling, at most VAULT_MAX_BACKOFF_SECONDS."""
+        failures[key] = failures.get(key, 0) + 1
+        self.trigger_later(key, min(2.0 ** failures[key], VAULT_MAX_BACKOFF_SECONDS))
 
     def _with_progress(self, key: Key, job: FineTuneJob, status: dict[str, Any]) -> None:
         """A running job's status carries its trainer's progress as last read; a succeeded
@@ -406,9 +409,7 @@ class Controller:
                 cond, ref = await self.publisher.publish(job, domain, result, pods, status)
             except SigningError as exc:
                 cond = Cond(T.PUBLISHED, False, PublishedReason.SIGNING_FAILED, str(exc))
-                failures = self._failures.get(key, 0) + 1
-                self._failures[key] = failures
-                self.trigger_later(key, min(2.0**failures, VAULT_MAX_BACKOFF_SECONDS))
+                self._retry_vault_later(key, self._failures)
         generation = int(job.metadata.get("generation", 1))
         conditions = merge_conditions(status.get("conditions") or [], [cond], generation, datetime.now(UTC))
         return {**status, "conditions": conditions, **({"artifactRef": ref} if ref else {})}

@@ -179,6 +179,23 @@ def settle(kubectl: Kubectl, ns: str, names: list[str], history: History, timeou
     wait_for(done, timeout, interval=2)
 
 
+def assert_promises_kept(
+    cluster: LocalCluster,
+    kubectl: Kubectl,
+    vault: hvac.Client,
+    ns: str,
+    names: list[str],
+    operator: OperatorProcess,
+    history: History,
+    secret: str,
+) -> None:
+    """Every invariant after a run: those checked from outside, no rollback seen, no secret found."""
+    audit = operator.log_path.with_name("audit.jsonl")
+    violations = history.violations + check_invariants(kubectl, vault, ns, names, audit)
+    violations += find_secrets(cluster, [secret], [operator.log_path])
+    assert not violations, f"seed {SEED}:\n" + "\n".join(violations[:30])
+
+
 def test_lifecycles_with_the_operator_killed_at_random_points(
     request: pytest.FixtureRequest,
     operator_with_vault: OperatorProcess,
@@ -210,10 +227,7 @@ def test_lifecycles_with_the_operator_killed_at_random_points(
     print(f"kills by stage: {dict(kills)} ({sum(kills.values())} in all)")
     settle(kubectl, ns, names, history, timeout=300)
 
-    audit = operator.log_path.with_name("audit.jsonl")
-    violations = history.violations + check_invariants(kubectl, vault, ns, names, audit)
-    violations += find_secrets(cluster, [secret], [operator.log_path])
-    assert not violations, f"seed {SEED}:\n" + "\n".join(violations[:30])
+    assert_promises_kept(cluster, kubectl, vault, ns, names, operator, history, secret)
 
 
 def test_control_plane_restarts_and_vault_away_for_a_minute(
@@ -264,8 +278,5 @@ def test_control_plane_restarts_and_vault_away_for_a_minute(
         hack_cluster("start", "openbao")
     settle(kubectl, ns, running + waiting, history, timeout=300)
 
-    audit = operator.log_path.with_name("audit.jsonl")
-    violations = history.violations + check_invariants(kubectl, vault, ns, running + waiting, audit)
-    violations += find_secrets(cluster, [secret], [operator.log_path])
-    assert not violations, f"seed {SEED}:\n" + "\n".join(violations[:30])
+    assert_promises_kept(cluster, kubectl, vault, ns, running + waiting, operator, history, secret)
     assert operator.process is not None and operator.process.poll() is None, "the operator died"
