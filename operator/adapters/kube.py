@@ -1,5 +1,6 @@
 """A small asynchronous Kubernetes client: server-side apply under one field manager, status
-patches with optimistic concurrency, and bounded concurrency that honours 429s.
+patches with optimistic concurrency, and bounded concurrency that honours 429s and lets the
+objects jobs need go before status reports.
 
 kopf watches; this client writes. It speaks plain HTTP through aiohttp (kopf's own transport)
 rather than the official client, whose synchronous calls would need a thread per request.
@@ -8,14 +9,21 @@ rather than the official client, whose synchronous calls would need a thread per
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import os
 import ssl
+import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
+
+from .limiter import PriorityLimiter
 
 log = logging.getLogger(__name__)
 
@@ -74,27 +82,60 @@ class Credentials:
         return {}
 
 
-def load_credentials(kubeconfig: str | None = None) -> Credentials:
-    """From a kubeconfig file (client certificate or bearer token), or the pod's service account."""
-    from kubernetes import config as kconfig
-    from kubernetes.client import Configuration
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
-    configuration = Configuration()
-    token_file = None
-    if kubeconfig is None and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
-        kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        token_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-    else:
-        kconfig.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    # The client names the kubeconfig's token "BearerToken" (older releases: "authorization").
-    bearer = configuration.api_key.get("BearerToken") or configuration.api_key.get("authorization")
-    token = bearer.removeprefix("Bearer ").strip() if token_file is None and bearer else None
-    return Credentials(
-        server=configuration.host.rstrip("/"), ssl_context=context, token_file=token_file, token=token
-    )
+
+class KubeconfigError(Exception):
+    """The kubeconfig names what this client cannot use (an exec plugin, say)."""
+
+
+def load_credentials(kubeconfig: str | None = None) -> Credentials:
+    """From a kubeconfig file (client certificate or bearer token), or the pod's service account.
+    Read here rather than by the official client, which the operator keeps out of its memory."""
+    if kubeconfig is None and (SERVICE_ACCOUNT / "token").exists():
+        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+        host = f"[{host}]" if ":" in host else host
+        trust = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
+        return Credentials(f"https://{host}:{port}", trust, token_file=SERVICE_ACCOUNT / "token")
+    path = Path(kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config").expanduser()
+    config = yaml.safe_load(path.read_text()) or {}
+
+    def named(section: str, name: str) -> dict[str, Any]:
+        for item in config.get(section) or []:
+            if item.get("name") == name:
+                return dict(item.get(section[:-1]) or {})
+        raise KubeconfigError(f"{path}: no {section[:-1]} named {name!r}")
+
+    context = named("contexts", config.get("current-context", ""))
+    cluster, user = named("clusters", context["cluster"]), named("users", context["user"])
+    unsupported = {"exec", "auth-provider", "username"} & set(user)
+    if unsupported:
+        raise KubeconfigError(
+            f"{path}: user {context['user']!r} uses {', '.join(sorted(unsupported))}; "
+            "give the operator a client certificate or a token"
+        )
+
+    with tempfile.TemporaryDirectory(prefix="sealtune-kube-") as scratch:
+
+        def pem(key: str) -> str | None:
+            """A PEM file's path; inline ``key-data`` (base64) is written to a private file that
+            lives only while the context loads it."""
+            data = user.get(f"{key}-data") or cluster.get(f"{key}-data")
+            if data:
+                (Path(scratch) / key).write_bytes(base64.b64decode(data))
+                return str(Path(scratch) / key)
+            return user.get(key) or cluster.get(key)
+
+        ssl_context = ssl.create_default_context(cafile=pem("certificate-authority"))
+        if cluster.get("insecure-skip-tls-verify"):
+            ssl_context.check_hostname, ssl_context.verify_mode = False, ssl.CERT_NONE
+        certificate = pem("client-certificate")
+        if certificate:
+            ssl_context.load_cert_chain(certificate, pem("client-key"))
+    token = user.get("token")
+    if not token and user.get("tokenFile"):
+        token = Path(user["tokenFile"]).read_text().strip()
+    return Credentials(server=cluster["server"].rstrip("/"), ssl_context=ssl_context, token=token)
 
 
 def resource_path(
@@ -113,7 +154,7 @@ class KubeClient:
     def __init__(self, credentials: Credentials, field_manager: str, max_concurrency: int = 32) -> None:
         self._credentials = credentials
         self._field_manager = field_manager
-        self._limit = asyncio.Semaphore(max_concurrency)
+        self._limit = PriorityLimiter(max_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self.writes = 0
         """Write requests sent so far (a figure for benchmarks)."""
@@ -138,6 +179,7 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
+        deferrable: bool = False,
     ) -> dict[str, Any]:
         data = None if body is None else json.dumps(body)
         headers = {"Accept": "application/json", **self._credentials.headers()}
@@ -145,7 +187,7 @@ class KubeClient:
             headers["Content-Type"] = content_type
         delay = 0.5
         for attempt in range(MAX_RETRIES + 1):
-            async with self._limit:
+            async with self._limit.slot(deferrable=deferrable):
                 if method != "GET":
                     self.writes += 1
                 async with self._client().request(
@@ -174,13 +216,37 @@ class KubeClient:
     async def get_text(self, path: str) -> str:
         """A non-JSON endpoint, such as /metrics."""
         async with (
-            self._limit,
+            self._limit.slot(),
             self._client().get(
                 self._credentials.server + path, headers=self._credentials.headers()
             ) as response,
         ):
             response.raise_for_status()
             return await response.text()
+
+    async def watch(
+        self, kind: str, label_selector: str | None = None, resource_version: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events of every object of a kind, from ``resource_version`` on. For tools and
+        benchmarks: the operator itself watches through kopf."""
+        params = {"watch": "1", "timeoutSeconds": "3600"}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        async with self._client().get(
+            self._credentials.server + resource_path(kind),
+            params=params,
+            headers=self._credentials.headers(),
+            timeout=aiohttp.ClientTimeout(total=None, connect=10),
+        ) as response:
+            response.raise_for_status()
+            pending = b""
+            async for chunk in response.content.iter_any():
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
 
     async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
         """Server-side apply of the whole desired object; no read before the write."""
@@ -212,20 +278,23 @@ class KubeClient:
         patch: dict[str, Any],
         *,
         subresource: str | None = None,
+        deferrable: bool = False,
     ) -> dict[str, Any]:
         return await self.request(
             "PATCH",
             resource_path(kind, namespace, name, subresource),
             body=patch,
             content_type="application/merge-patch+json",
+            deferrable=deferrable,
         )
 
     async def patch_status(
         self, kind: str, name: str, namespace: str | None, status: dict[str, Any], resource_version: str
     ) -> dict[str, Any]:
-        """Replaces status, failing with Conflict if the object changed since resource_version was read."""
+        """Replaces status, failing with Conflict if the object changed since resource_version was
+        read. Status reports yield to urgent requests (see PriorityLimiter)."""
         patch = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        return await self.merge_patch(kind, name, namespace, patch, subresource="status")
+        return await self.merge_patch(kind, name, namespace, patch, subresource="status", deferrable=True)
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]

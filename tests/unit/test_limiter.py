@@ -1,0 +1,80 @@
+"""The API client's concurrency limit: urgent requests first, never more than the limit at once,
+and no slot lost to a cancelled waiter."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sealtune.adapters.limiter import PriorityLimiter
+
+
+async def hold(limiter: PriorityLimiter, order: list[str], name: str, *, deferrable: bool) -> None:
+    async with limiter.slot(deferrable=deferrable):
+        order.append(name)
+        await asyncio.sleep(0)
+
+
+def test_urgent_requests_go_before_deferrable_ones_and_each_class_keeps_its_order() -> None:
+    async def go() -> list[str]:
+        limiter, order = PriorityLimiter(1), []
+        async with limiter.slot():
+            tasks = [
+                asyncio.create_task(hold(limiter, order, name, deferrable=name.startswith("status")))
+                for name in ("status-1", "child-1", "status-2", "child-2")
+            ]
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(go()) == ["child-1", "child-2", "status-1", "status-2"]
+
+
+def test_a_cancelled_waiter_gives_back_nothing_it_did_not_hold() -> None:
+    async def go() -> None:
+        limiter, order = PriorityLimiter(1), []
+        async with limiter.slot():
+            waiter = asyncio.create_task(hold(limiter, order, "cancelled", deferrable=False))
+            await asyncio.sleep(0)
+            waiter.cancel()
+            await asyncio.sleep(0)
+        await asyncio.wait_for(hold(limiter, order, "next", deferrable=True), timeout=1)
+        assert order == ["next"]
+
+    asyncio.run(go())
+
+
+@given(
+    limit=st.integers(1, 4),
+    requests=st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.booleans()), max_size=30),
+)
+def test_never_more_than_the_limit_at_once_and_every_request_is_served(
+    limit: int, requests: list[tuple[bool, int, bool]]
+) -> None:
+    async def go() -> None:
+        limiter, active, peak, served = PriorityLimiter(limit), [0], [0], []
+
+        async def one(i: int, deferrable: bool, yields: int) -> None:
+            async with limiter.slot(deferrable=deferrable):
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+                try:
+                    for _ in range(yields):
+                        await asyncio.sleep(0)
+                    served.append(i)
+                finally:
+                    active[0] -= 1
+
+        tasks = [asyncio.create_task(one(i, d, y)) for i, (d, y, _) in enumerate(requests)]
+        await asyncio.sleep(0)
+        cancelled = {i for i, (_, _, cancel) in enumerate(requests) if cancel}
+        for i in cancelled:
+            tasks[i].cancel()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=5)
+        assert peak[0] <= limit
+        assert set(range(len(requests))) - cancelled <= set(served)
+        assert limiter._free == limit, "every slot came back"
+
+    asyncio.run(go())
