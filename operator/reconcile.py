@@ -75,6 +75,32 @@ def _one(store: Any) -> Any:
     return None
 
 
+SLIM_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "labels",
+    "annotations",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "finalizers",
+)
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the reconcile reads of one of our objects: no managedFields, no kopf internals."""
+    metadata = body["metadata"]
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": {k: metadata[k] for k in SLIM_METADATA if k in metadata},
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+
+
 def desired_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -97,13 +123,33 @@ class Controller:
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _settling: set[Key] = field(default_factory=set)
     _written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    """Per job, the resourceVersion our last status write replaced and the object it returned:
-    until the watch delivers that write, the index still holds the older version."""
+    """Per job, the resourceVersion our last status write replaced and the (slim) object it
+    returned: until the watch delivers that write, the index still holds the older version."""
     _applied: dict[Key, str] = field(default_factory=dict)
     """Hash of the companions last applied per job, so unchanged ones are not re-sent."""
+    _jobs_made: set[Key] = field(default_factory=set)
+    """Jobs whose batch Job this process made: until the watch shows it, it is not made again."""
+    _domains: dict[str, tuple[str, DataDomain]] = field(default_factory=dict)
+    """Parsed DataDomains by name, with the resourceVersion they were parsed from."""
+    _closed: bool = False
+    _workers: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._workers = asyncio.Semaphore(self.settings.max_concurrent_reconciles)
+
+    def is_own_write(self, key: Key, resource_version: str) -> bool:
+        """Whether a watch event only delivers our own last status write: nothing to do then,
+        as the reconcile that wrote it saw everything that led to it."""
+        written = self._written.get(key)
+        return written is not None and written[1]["metadata"]["resourceVersion"] == resource_version
+
+    def batch_job_gone(self, key: Key) -> None:
+        self._jobs_made.discard(key)
 
     def trigger(self, key: Key) -> None:
         """Reconciles the job soon; triggers that arrive while it runs fold into one more run."""
+        if self._closed:
+            return
         if key in self._running:
             self._dirty.add(key)
             return
@@ -138,15 +184,29 @@ class Controller:
         self._stop_progress(key)
         self.progress.forget(key)
         self._applied.pop(key, None)
+        self._jobs_made.discard(key)
         self._written.pop(key, None)
+
+    async def close(self) -> None:
+        """Stops every reconcile, timer and progress reader, before the clients they use close."""
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        tasks = [*self._running.values(), *self._progress_tasks.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.progress.close()
+        await self.kube.close()
 
     async def _run(self, key: Key) -> None:
         try:
             while True:
                 self._dirty.discard(key)
                 try:
-                    with metrics.reconcile_timer("FineTuneJob"):
-                        await self.reconcile(key)
+                    async with self._workers:
+                        with metrics.reconcile_timer("FineTuneJob"):
+                            await self.reconcile(key)
                     self._failures.pop(key, None)
                 except Conflict:
                     # Someone wrote the job since our view of it; the watch brings the news.
@@ -182,8 +242,11 @@ class Controller:
             self.forget(key)
             return
         written = self._written.get(key)
-        if written is not None and written[0] == body["metadata"]["resourceVersion"]:
-            body = written[1]
+        if written is not None:
+            if written[0] == body["metadata"]["resourceVersion"]:
+                body = written[1]
+            else:
+                del self._written[key]  # the watch has delivered our write (or something newer)
         try:
             job = FineTuneJob.model_validate({k: v for k, v in body.items() if k != "status"})
         except ValidationError as error:
@@ -305,8 +368,15 @@ class Controller:
         assert self.snapshot is not None
         body = _one(self.snapshot.domains().get(name))
         if body is None:
+            self._domains.pop(name, None)
             return None
-        return DataDomain.model_validate({k: v for k, v in body.items() if k != "status"})
+        version = body["metadata"]["resourceVersion"]
+        cached = self._domains.get(name)
+        if cached is None or cached[0] != version:
+            # Many jobs share a domain: parse each version once, not once per reconcile.
+            domain = DataDomain.model_validate({k: v for k, v in body.items() if k != "status"})
+            cached = self._domains[name] = (version, domain)
+        return cached[1]
 
     async def _apply_children(
         self,
@@ -342,9 +412,12 @@ class Controller:
         """Creates the Job once; afterwards only suspension changes (a Job's pod template is
         immutable, and a Kueue-managed Job's suspend belongs to Kueue)."""
         if batch is None:
+            if key in self._jobs_made:
+                return  # made by us moments ago; the watch has not shown it yet
             desired = indexed_job(job, domain, self.settings)
             desired["metadata"]["annotations"] = {names.ANNOTATION_DESIRED_HASH: digest}
             await self.kube.apply(desired)
+            self._jobs_made.add(key)
             return
         if job.spec.scheduling.queue_name is None and batch.suspended != job.spec.scheduling.suspend:
             await self.kube.merge_patch(
@@ -358,7 +431,7 @@ class Controller:
             return
         before = body["metadata"]["resourceVersion"]
         written = await self.kube.patch_status("FineTuneJob", key[1], key[0], new, before)
-        self._written[key] = (before, written)
+        self._written[key] = (before, slim(written))
         metrics.observe_status(body, old, new)
         for cond in transitions(old.get("conditions") or [], new.get("conditions") or []):
             await self._audit(body, cond, new)

@@ -12,34 +12,9 @@ from ..api.v1alpha1 import GROUP, VERSION
 from ..artifacts import ArtifactKeeper
 from ..names import LABEL_JOB
 from ..observe import observe_job, observe_pod
-from ..reconcile import Controller, Snapshot
+from ..reconcile import Controller, Snapshot, slim
 
 OURS = {LABEL_JOB: kopf.PRESENT}
-SLIM_METADATA = (
-    "name",
-    "namespace",
-    "uid",
-    "generation",
-    "resourceVersion",
-    "labels",
-    "annotations",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "finalizers",
-)
-
-
-def slim(body: kopf.Body) -> dict[str, Any]:
-    metadata = {k: body.metadata[k] for k in SLIM_METADATA if k in body.metadata}
-    return {
-        "apiVersion": body["apiVersion"],
-        "kind": body["kind"],
-        "metadata": metadata,
-        "spec": dict(body.spec),
-        "status": dict(body.status),
-    }
-
-
 @kopf.index(GROUP, VERSION, "finetunejobs")
 def finetunejobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): slim(body)}
@@ -87,20 +62,23 @@ def controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
 
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
 async def finetunejob_changed(
-    memo: kopf.Memo, namespace: str | None, name: str, type: str, **kwargs: Any
+    memo: kopf.Memo, namespace: str | None, name: str, type: str, meta: kopf.Meta, **kwargs: Any
 ) -> None:
-    ctl = controller(memo, kwargs)
+    ctl, key = controller(memo, kwargs), (namespace or "", name)
     if type == "DELETED":
-        ctl.forget((namespace or "", name))
-        return
-    ctl.trigger((namespace or "", name))
+        ctl.forget(key)
+    elif not ctl.is_own_write(key, meta["resourceVersion"]):
+        ctl.trigger(key)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OURS)
 async def batch_job_changed(
-    memo: kopf.Memo, namespace: str | None, labels: kopf.Labels, **kwargs: Any
+    memo: kopf.Memo, namespace: str | None, labels: kopf.Labels, type: str, **kwargs: Any
 ) -> None:
-    controller(memo, kwargs).trigger_soon((namespace or "", labels[LABEL_JOB]))
+    ctl, key = controller(memo, kwargs), (namespace or "", labels[LABEL_JOB])
+    if type == "DELETED":
+        ctl.batch_job_gone(key)
+    ctl.trigger_soon(key)
 
 
 @kopf.on.event("", "v1", "pods", labels=OURS)

@@ -62,6 +62,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     await audit.start()
     memo.artifacts = ArtifactKeeper(kube, keys, audit)
+    memo.vault = vault
     memo.controller = Controller(
         settings=ours,
         kube=kube,
@@ -83,8 +84,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
-    await memo.controller.progress.close()
-    await memo.controller.kube.close()
+    await memo.controller.close()
+    if memo.vault is not None:
+        await memo.vault.logout()
     if memo.get("metrics_server") is not None:
         await memo.metrics_server.cleanup()
 
