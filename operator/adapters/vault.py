@@ -77,6 +77,8 @@ class VaultAdmin:
         verify: bool | str = settings.vault_ca_file or True
         self._client = hvac.Client(url=address, timeout=TIMEOUT_SECONDS, verify=verify)
         self._lock = threading.Lock()
+        self._own_token = False
+        """Whether the client's token came from this process's own login (then it may revoke it)."""
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -87,6 +89,7 @@ class VaultAdmin:
             return
         jwt = Path(s.vault_jwt_path).read_text().strip()
         self._client.auth.kubernetes.login(s.vault_role, jwt, mount_point=s.vault_auth_mount)
+        self._own_token = True
 
     def _call(self, fn: Callable[[], T]) -> T:
         """Runs ``fn`` logged in, logging in again once if the token was refused (expired,
@@ -127,6 +130,21 @@ class VaultAdmin:
                 f"cannot read the operator's Vault credentials: {exc.strerror}",
                 transient=True,
             ) from None
+
+    def _logout(self) -> None:
+        self._client.auth.token.revoke_self()
+        self._own_token = False
+
+    async def logout(self) -> None:
+        """Revokes the operator's own token on a clean shutdown, so restarts do not leave live
+        tokens behind until their TTL ends. Best effort: Vault may be gone already. A token read
+        from a file belongs to whoever wrote it (in development, root's) and is left alone."""
+        if not self._own_token:
+            return
+        try:
+            await self._run(self._logout, "logout")
+        except VaultProblem as exc:
+            log.info("could not revoke the operator's Vault token on shutdown: %s", exc)
 
     async def _run(self, fn: Callable[[], T], operation: str) -> T:
         try:
