@@ -81,6 +81,9 @@ start_kube-apiserver() {
   wait_for kube-apiserver 120 https_ok "https://$SEALTUNE_API_IP:$SEALTUNE_API_PORT/readyz"
 }
 
+# A node is NotReady (and its pods unready) after --node-monitor-grace-period without a
+# heartbeat. On two cores under thousands of pods, kwok's heartbeats lag past the default 50 s
+# and healthy fake nodes flap; 180 s keeps them Ready while still catching a node that is gone.
 start_kube-controller-manager() {
   daemon kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
     --kubeconfig "$SEALTUNE_STATE/controller-manager.kubeconfig" \
@@ -93,7 +96,8 @@ start_kube-controller-manager() {
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --controllers '*,bootstrapsigner,tokencleaner' \
     --leader-elect=false --kube-api-qps 200 --kube-api-burst 400 \
-    --concurrent-job-syncs 20 --concurrent-gc-syncs 40 --v 1
+    --concurrent-job-syncs 20 --concurrent-gc-syncs 40 --v 1 \
+    --node-monitor-grace-period 180s
   wait_for kube-controller-manager 60 insecure_ok "https://127.0.0.1:$SEALTUNE_KCM_PORT/healthz"
 }
 
