@@ -198,8 +198,8 @@ class StateCollector(Collector):
         self._artifacts: Store | None = None
 
     def bind(self, finetunejobs: Store, artifact_stages: Store) -> None:
-        """Points the collector at the indexes: (namespace, name) -> slim FineTuneJob bodies,
-        and (namespace, name) -> stage of each ModelArtifact."""
+        """Points the collector at the indexes: (namespace, name) -> packed FineTuneJobs (with
+        a ``body()``), and (namespace, name) -> stage of each ModelArtifact."""
         self._finetunejobs, self._artifacts = finetunejobs, artifact_stages
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
@@ -214,8 +214,9 @@ class StateCollector(Collector):
         now = self._clock()
         counts = dict.fromkeys(JOB_PHASES, 0)
         due: list[float] = []
-        for (namespace, name), bodies in list(self._finetunejobs().items()):
-            for body in bodies:
+        for (namespace, name), stored in list(self._finetunejobs().items()):
+            for packed in stored:
+                body = packed.body()
                 status = body.get("status") or {}
                 phase = status.get("phase") or "Pending"
                 counts[phase] = counts.get(phase, 0) + 1

@@ -12,12 +12,12 @@ from ..api.v1alpha1 import GROUP, VERSION
 from ..artifacts import ArtifactKeeper
 from ..names import LABEL_JOB
 from ..observe import observe_job, observe_pod
-from ..reconcile import Controller, Snapshot, slim
+from ..reconcile import Controller, Packed, Snapshot, slim
 
 OURS = {LABEL_JOB: kopf.PRESENT}
 @kopf.index(GROUP, VERSION, "finetunejobs")
 def finetunejobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): slim(body)}
+    return {(namespace, name): Packed.of(body)}
 
 
 @kopf.index(GROUP, VERSION, "datadomains")
@@ -92,7 +92,7 @@ async def worker_pod_changed(
 async def datadomain_changed(memo: kopf.Memo, name: str, **kwargs: Any) -> None:
     ctl = controller(memo, kwargs)
     for key, store in kwargs["finetunejobs"].items():
-        if any(body["spec"]["domainRef"]["name"] == name for body in store):
+        if any(packed.domain == name for packed in store):
             ctl.trigger(key)
 
 

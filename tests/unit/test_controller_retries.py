@@ -7,11 +7,15 @@ import asyncio
 from typing import Any
 
 from sealtune.adapters.kube import ApiError
-from sealtune.reconcile import Controller, Snapshot
+from sealtune.reconcile import Controller, Packed, Snapshot
 from sealtune.settings import Settings
 
 KEY = ("team-a", "tune")
-BODY = {"metadata": {"name": "tune", "namespace": "team-a"}}
+BODY = {
+    "apiVersion": "sealtune.dev/v1alpha1",
+    "kind": "FineTuneJob",
+    "metadata": {"name": "tune", "namespace": "team-a"},
+}
 
 
 class Failing(Controller):
@@ -25,7 +29,7 @@ class Failing(Controller):
             publisher=None,  # type: ignore[arg-type]
             audit=None,  # type: ignore[arg-type]
             snapshot=Snapshot(
-                finetunejobs=lambda: {KEY: [BODY]},
+                finetunejobs=lambda: {KEY: [Packed.of(BODY)]},
                 batch_jobs=dict,
                 pods=dict,
                 domains=dict,

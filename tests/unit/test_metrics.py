@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sealtune import metrics
 from sealtune.adapters.kube import Conflict
+from sealtune.reconcile import Packed
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -27,14 +28,22 @@ def ftj(
     status: dict[str, Any] = {"conditions": list(conditions), "deletions": list(deletions)}
     if phase:
         status["phase"] = phase
-    return {"metadata": {"creationTimestamp": created}, "status": status}
+    return {
+        "apiVersion": "sealtune.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"creationTimestamp": created},
+        "spec": {"domainRef": {"name": "d"}},
+        "status": status,
+    }
 
 
 def scrape(jobs: dict[Any, Any], artifacts: dict[Any, Any]) -> dict[str, list[tuple[dict[str, str], float]]]:
     collector = metrics.StateCollector(clock=lambda: NOW)
     registry = CollectorRegistry()
     registry.register(collector)
-    collector.bind(lambda: {k: [v] for k, v in jobs.items()}, lambda: {k: [v] for k, v in artifacts.items()})
+    collector.bind(
+        lambda: {k: [Packed.of(v)] for k, v in jobs.items()}, lambda: {k: [v] for k, v in artifacts.items()}
+    )
     text = generate_latest(registry).decode()
     return {
         family.name: [(sample.labels, sample.value) for sample in family.samples]
