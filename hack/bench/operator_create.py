@@ -1,13 +1,17 @@
 """How fast the operator turns N FineTuneJobs into their objects, against the floor: the same
 objects created by a plain client with the same concurrency, in the same run.
 
-    hack/bench/operator_create.py [N ...]        (default: 100 500)
+    hack/bench/operator_create.py [N ...]        (default: 100 500 1000 5000)
 
-Needs a running local cluster (`hack/cluster up`). For each N it (1) creates, for N jobs, the
-exact objects the operator's builders produce, with a plain asynchronous client; (2) starts the
-operator and applies N FineTuneJobs at once. It reports seconds until every Indexed Job exists,
-seconds until every FineTuneJob shows Running, the operator's API writes per job (from the API
-server's request counters for the kinds it writes, plus its Events), and the ratios.
+Needs a running local cluster (`hack/cluster up`); it sizes the kwok pools for the largest N.
+For each N it (1) creates, for N jobs, the exact objects the operator's builders produce, with a
+plain asynchronous client at the operator's concurrency (the floor); (2) starts a fresh operator
+and applies N FineTuneJobs at once, across namespaces of 50 jobs each with a domain each. It
+reports seconds until every Indexed Job and its companions exist, seconds until every
+FineTuneJob shows Running, the operator's API writes per job (from the API server's request
+counters for the kinds it writes, plus its Events), its peak RSS and CPU seconds, and checks
+that every FineTuneJob has exactly one of each child, owned by it. The table's last columns
+divide each figure per job by the same figure at the smallest N: 1.0 or less is linear or better.
 """
 
 from __future__ import annotations
@@ -21,21 +25,24 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from sealtune.adapters.kube import KubeClient, load_credentials  # noqa: E402
+from sealtune.adapters.kube import KubeClient, load_credentials, resource_path  # noqa: E402
 from sealtune.api.v1alpha1 import DataDomain, FineTuneJob  # noqa: E402
 from sealtune.builders import desired_children  # noqa: E402
+from sealtune.names import LABEL_JOB  # noqa: E402
 from sealtune.settings import Settings  # noqa: E402
 from tests.support.objects import bound_claims, data_domain, finetune_job, kwok_runtime  # noqa: E402
 
 RUN = int(time.time()) % 100_000
 """Part of every namespace's name, so runs never collide with a previous run's leftovers."""
 CONCURRENCY = 32
+"""The operator's default (SEALTUNE_MAX_API_CONCURRENCY); the plain client uses the same."""
 JOBS_PER_NAMESPACE = 50
 OPERATOR_RESOURCES = {"serviceaccounts", "networkpolicies", "configmaps", "services", "jobs"}
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
@@ -86,22 +93,78 @@ async def gather_limited(coros: list[Any]) -> None:
     await asyncio.gather(*(one(c) for c in coros))
 
 
-async def wait_count(  # noqa: PLR0917
-    kube: KubeClient,
-    kind: str,
-    selector: str,
-    n: int,
-    test: Any = None,
-    alive: subprocess.Popen[bytes] | None = None,
+async def current_version(kube: KubeClient, kind: str) -> str:
+    listing = await kube.request("GET", resource_path(kind), params={"limit": "1"})
+    return str(listing["metadata"]["resourceVersion"])
+
+
+async def watch_count(
+    kube: KubeClient, kind: str, since: str, n: int, test: Callable[[dict[str, Any]], bool]
 ) -> float:
-    start = time.monotonic()
+    """The moment n objects of a kind pass ``test``, followed through a watch from ``since`` (a
+    watch costs the API server far less than the lists a poll would make it serve). The API
+    server closes watchers that fall behind: then list once and watch again, as informers do."""
+    passing: set[str] = set()
     while True:
-        if alive is not None and alive.poll() is not None:
+        async for event in kube.watch(kind, resource_version=since):
+            if event["type"] == "ERROR":
+                break
+            obj = event["object"]
+            uid = obj["metadata"]["uid"]
+            if event["type"] != "DELETED" and test(obj):
+                passing.add(uid)
+            else:
+                passing.discard(uid)
+            if len(passing) >= n:
+                return time.monotonic()
+        listing = await kube.request("GET", resource_path(kind))
+        passing = {obj["metadata"]["uid"] for obj in listing["items"] if test(obj)}
+        if len(passing) >= n:
+            return time.monotonic()
+        since = listing["metadata"]["resourceVersion"]
+
+
+async def until(task: asyncio.Task[float], operator: subprocess.Popen[bytes] | None = None) -> float:
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=1)
+        if done:
+            return task.result()
+        if operator is not None and operator.poll() is not None:
+            task.cancel()
             raise RuntimeError("the operator exited; see its log")
-        items = await kube.list(kind, None, selector)
-        if sum(1 for i in items if test is None or test(i)) >= n:
-            return time.monotonic() - start
-        await asyncio.sleep(0.25)
+
+
+def in_namespaces(prefix: str, test: Callable[[dict[str, Any]], bool] = lambda _: True) -> Any:
+    return lambda obj: obj["metadata"]["namespace"].startswith(prefix) and test(obj)
+
+
+def process_figures(pid: int) -> dict[str, float]:
+    """Peak resident memory (the kernel's high-water mark) and CPU seconds, user and system."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    peak_kib = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)[1])  # type: ignore[index]
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {"peak_rss_mb": peak_kib / 1024, "cpu_s": (int(fields[11]) + int(fields[12])) / ticks}
+
+
+async def children_problems(kube: KubeClient, prefix: str, n: int) -> list[str]:
+    """Every FineTuneJob has exactly one child of each kind, controlled by it: none lost, none
+    duplicated."""
+    jobs = [j for j in await kube.list("FineTuneJob") if j["metadata"]["namespace"].startswith(prefix)]
+    problems = [] if len(jobs) == n else [f"{len(jobs)} FineTuneJobs, expected {n}"]
+    uids = {j["metadata"]["uid"] for j in jobs}
+    for kind in ("Job", "ConfigMap", "Service", "NetworkPolicy", "ServiceAccount"):
+        owners: Counter[str] = Counter()
+        for obj in await kube.list(kind, None, LABEL_JOB):
+            if obj["metadata"]["namespace"].startswith(prefix):
+                for ref in obj["metadata"].get("ownerReferences") or []:
+                    if ref.get("controller"):
+                        owners[ref["uid"]] += 1
+        missing = len(uids - set(owners))
+        extra = sum(c - 1 for c in owners.values() if c > 1) + len(set(owners) - uids)
+        if missing or extra:
+            problems.append(f"{kind}: {missing} FineTuneJobs without one, {extra} duplicated or orphaned")
+    return problems
 
 
 def running(ftj: dict[str, Any]) -> bool:
@@ -162,7 +225,6 @@ async def plain_client(kube: KubeClient, n: int) -> dict[str, float]:
     start = time.monotonic()
     await gather_limited([kube.create(o) for o in objects])
     created = time.monotonic() - start
-    await wait_count(kube, "Job", f"sealtune.dev/bench=plain-{RUN}-{n}", n)
     return {
         "jobs_exist_s": created,
         "writes_per_job": sum((await operator_writes(kube) - before).values()) / n,
@@ -177,26 +239,35 @@ async def with_operator(kube: KubeClient, env: dict[str, str], n: int, log: Path
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )
+    prefix = f"bench-op-{RUN}-{n}-"
     try:
         await asyncio.sleep(5)  # let it list and index what exists
         before = await operator_writes(kube)
         events_before = await finetunejob_events(kube)
+        jobs = asyncio.create_task(
+            watch_count(kube, "Job", await current_version(kube, "Job"), n, in_namespaces(prefix))
+        )
+        since = await current_version(kube, "FineTuneJob")
+        runs = asyncio.create_task(
+            watch_count(kube, "FineTuneJob", since, n, in_namespaces(prefix, running))
+        )
         start = time.monotonic()
         await gather_limited([kube.create(job) for _, job in pairs])
-        domains = ",".join(sorted({d["metadata"]["name"] for d, _ in pairs}))
-        await wait_count(kube, "Job", f"sealtune.dev/domain in ({domains})", n, alive=operator)
-        jobs_exist = time.monotonic() - start
-        await wait_count(kube, "FineTuneJob", "", n, running, alive=operator)
-        all_running = time.monotonic() - start
+        jobs_exist = await until(jobs, operator) - start
+        all_running = await until(runs, operator) - start
         await asyncio.sleep(2)
         writes = await operator_writes(kube) - before
         events = await finetunejob_events(kube) - events_before
+        figures = process_figures(operator.pid)
+        problems = await children_problems(kube, prefix, n)
         return {
             "jobs_exist_s": jobs_exist,
             "running_s": all_running,
             "writes_per_job": (sum(writes.values()) + events) / n,
             "writes": dict(writes),
             "events": events,
+            **figures,
+            "problems": problems,
         }
     finally:
         operator.terminate()
@@ -220,13 +291,18 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("sizes", nargs="*", type=int, default=[100, 500])
+    parser.add_argument("sizes", nargs="*", type=int, default=[100, 500, 1000, 5000])
     args = parser.parse_args()
     env = cluster_env()
     env["KUBECONFIG"] = f"{env['SEALTUNE_STATE']}/kubeconfig"
     # Room for both phases' pods: 110 per node, CPU nodes in two regions.
     cpu_nodes_per_region = max(2, max(args.sizes) // 100 + 1)
     subprocess.run([str(REPO / "hack/cluster"), "pools", "4", "2", str(cpu_nodes_per_region)], check=True)
+    subprocess.run(
+        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds")],
+        env={**os.environ, **env},
+        check=True,
+    )
     kube = KubeClient(load_credentials(env["KUBECONFIG"]), "sealtune-bench", CONCURRENCY)
     rows = []
     try:
@@ -239,12 +315,24 @@ async def main() -> None:
         await delete_bench_namespaces(kube)
     finally:
         await kube.close()
-    print(f"\n{'N':>6} {'plain s':>9} {'operator s':>11} {'ratio':>6} {'running s':>10} {'writes/job':>11}")
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None:
+    header = (
+        f"{'N':>6} {'plain s':>8} {'operator s':>11} {'ratio':>6} {'running s':>10} {'writes/job':>11}"
+        f" {'peak MB':>8} {'cpu s':>7} {'s/job growth':>13} {'MB/job growth':>14}  children"
+    )
+    print("\n" + header)
+    n0, _, op0 = rows[0]
     for n, plain, op in rows:
+        time_growth = (op["jobs_exist_s"] / n) / (op0["jobs_exist_s"] / n0)
+        memory_growth = (op["peak_rss_mb"] / n) / (op0["peak_rss_mb"] / n0)
         print(
-            f"{n:>6} {plain['jobs_exist_s']:>9.1f} {op['jobs_exist_s']:>11.1f} "
+            f"{n:>6} {plain['jobs_exist_s']:>8.1f} {op['jobs_exist_s']:>11.1f} "
             f"{op['jobs_exist_s'] / plain['jobs_exist_s']:>6.2f} {op['running_s']:>10.1f} "
-            f"{op['writes_per_job']:>11.1f}"
+            f"{op['writes_per_job']:>11.1f} {op['peak_rss_mb']:>8.0f} {op['cpu_s']:>7.1f} "
+            f"{time_growth:>13.2f} {memory_growth:>14.2f}  {'; '.join(op['problems']) or 'all exactly once'}"
         )
 
 
