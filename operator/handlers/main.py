@@ -47,7 +47,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+    # A burst of events about one object (a pod bound, started, ready) is handled once, for
+    # its latest state: the index and the trigger see one event, not each step.
     settings.batching.batch_window = 0.1
+    # Event handlers make kopf post no Events of its own; the level lets through our Normal
+    # milestones (one per condition that becomes news, see reconcile.is_newsworthy).
     settings.posting.level = logging.INFO
     settings.peering.lifetime = ours.peering_lifetime_seconds
     if ours.operator_metrics_port:

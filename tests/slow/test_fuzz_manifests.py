@@ -2,7 +2,8 @@
 oversized values, deep nesting, unicode, '..' and absolute paths, unknown and duplicate keys)
 are sent to the real API server with the operator's webhook registered. Each is admitted or
 refused with a message that names a field; the operator neither crashes nor logs what it was
-sent. Creations are server-side dry runs (webhooks still run), so nothing is stored."""
+sent, and the secret scan finds none of it in any object, Event or raw etcd. Creations are
+server-side dry runs (webhooks still run), so nothing is stored."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tests.support.cluster import LocalCluster
 from tests.support.kube import apply
 from tests.support.objects import data_domain
 from tests.support.operator import OperatorProcess
+from tests.support.scan import find_secrets
 
 SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
 EXAMPLES = int(os.environ.get("SEALTUNE_FUZZ_EXAMPLES", "10000"))
@@ -133,7 +135,7 @@ def fuzzed_operator(
 
 
 def test_every_fuzzed_manifest_is_admitted_or_refused_naming_a_field(
-    fuzzed_operator: OperatorProcess, kube_api: Any
+    fuzzed_operator: OperatorProcess, kube_api: Any, cluster: LocalCluster
 ) -> None:
     operator = fuzzed_operator
     pool, host = kube_api.rest_client.pool_manager, kube_api.configuration.host
@@ -178,3 +180,5 @@ def test_every_fuzzed_manifest_is_admitted_or_refused_naming_a_field(
     # Refusals may quote what was refused (a domain's name, say); nothing else may.
     quoted = [line for line in log.splitlines() if CANARY in line and "does not exist" not in line]
     assert not quoted, f"the operator logged a value it was sent: {quoted[:3]}"
+    # Nor did any of it reach an object, an Event or etcd (raw, as stored).
+    assert not find_secrets(cluster, [CANARY])
