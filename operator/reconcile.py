@@ -152,8 +152,9 @@ class Controller:
     _written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     """Per job, the resourceVersion our last status write replaced and the (slim) object it
     returned: until the watch delivers that write, the index still holds the older version."""
-    _applied: dict[Key, str] = field(default_factory=dict)
-    """Hash of the companions last applied per job, so unchanged ones are not re-sent."""
+    _applied: dict[Key, tuple[tuple[Any, ...], str]] = field(default_factory=dict)
+    """Per job, what its companions were built from and the hash of those last applied, so
+    unchanged ones are neither rebuilt nor re-sent."""
     _jobs_made: set[Key] = field(default_factory=set)
     """Jobs whose batch Job this process made: until the watch shows it, it is not made again."""
     _domains: dict[str, tuple[str, DataDomain]] = field(default_factory=dict)
@@ -409,6 +410,11 @@ class Controller:
             cached = self._domains[name] = (version, domain)
         return cached[1]
 
+    def _domain_version(self, domain: DataDomain) -> str | None:
+        """The resourceVersion ``domain`` was parsed from."""
+        cached = self._domains.get(domain.metadata["name"])
+        return cached[0] if cached is not None and cached[1] is domain else None
+
     async def _apply_children(
         self,
         key: Key,
@@ -419,22 +425,30 @@ class Controller:
     ) -> None:
         """The companions (ServiceAccount, NetworkPolicy, ConfigMap, Service) at once, then the
         Job: no pod exists before its isolation. The Job carries the hash of its companions'
-        desired state, so after a restart unchanged companions are not sent again."""
-        companions = [
-            child
-            for child in builders.desired_children(job, domain, self.settings, wrapped)
-            if child["kind"] != "Job"
-            and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
-        ]
-        digest = desired_hash(companions)
-        if digest not in (self._applied.get(key), batch.desired_hash if batch else None):
-            await asyncio.gather(*(self.kube.apply(child) for child in companions))
-            if batch is not None:
-                annotations = {names.ANNOTATION_DESIRED_HASH: digest}
-                await self.kube.merge_patch(
-                    "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
-                )
-        self._applied[key] = digest
+        desired state, so after a restart unchanged companions are not sent again. Until the job,
+        its domain or its data key changes, nothing is even rebuilt: most reconciles of a running
+        job follow its pods."""
+        meta = job.metadata
+        inputs = (meta.get("uid"), meta.get("generation"), self._domain_version(domain), wrapped)
+        applied = self._applied.get(key)
+        if applied is not None and applied[0] == inputs:
+            digest = applied[1]
+        else:
+            companions = [
+                child
+                for child in builders.desired_children(job, domain, self.settings, wrapped)
+                if child["kind"] != "Job"
+                and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
+            ]
+            digest = desired_hash(companions)
+            if digest not in (applied and applied[1], batch.desired_hash if batch else None):
+                await asyncio.gather(*(self.kube.apply(child) for child in companions))
+                if batch is not None:
+                    annotations = {names.ANNOTATION_DESIRED_HASH: digest}
+                    await self.kube.merge_patch(
+                        "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
+                    )
+            self._applied[key] = (inputs, digest)
         await self._apply_job(key, job, domain, batch, digest)
 
     async def _apply_job(
