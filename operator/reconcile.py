@@ -477,6 +477,10 @@ class Controller:
         before = body["metadata"]["resourceVersion"]
         written = await self.kube.patch_status("FineTuneJob", key[1], key[0], new, before)
         self._written[key] = (before, slim(written))
+        if new.get("phase") != old.get("phase"):
+            # A job's phase decides what the reconcile does (a finished job publishes and
+            # keeps its deletion schedule); the echo of this write triggers nothing, so go on.
+            self._dirty.add(key)
         metrics.observe_status(body, old, new)
         for cond in transitions(old.get("conditions") or [], new.get("conditions") or []):
             await self._audit(body, cond, new)

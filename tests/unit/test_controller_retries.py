@@ -66,3 +66,38 @@ def test_trouble_that_may_pass_is_retried_with_backoff() -> None:
     run(controller)
     assert KEY in controller._timers and controller._failures[KEY] == 1
     assert controller.events == []
+
+
+class StatusKube:
+    async def patch_status(self, *_: Any) -> dict[str, Any]:
+        return {**BODY, "metadata": {**BODY["metadata"], "resourceVersion": "2"}}
+
+
+class Finishing(Failing):
+    """Writes a new phase on its first pass; nothing to do on the next."""
+
+    def __init__(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        super().__init__(RuntimeError("unused"))
+        self.kube = StatusKube()  # type: ignore[assignment]
+        self.statuses = (old, new)
+
+    async def reconcile(self, key: tuple[str, str]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            body = {**BODY, "metadata": {**BODY["metadata"], "resourceVersion": "1"}}
+            await self._write_status(key, body, *self.statuses)
+
+
+def test_a_new_phase_is_reconciled_again_without_waiting_for_the_echo_of_its_write() -> None:
+    """The watch event of our own write triggers nothing, and a finished job's deletions and
+    publication happen in the reconcile that sees it finished: the controller runs it at once."""
+    finishing = Finishing({"phase": "Running"}, {"phase": "Succeeded"})
+    asyncio.run(finishing._run(KEY))
+    assert finishing.calls == 2
+    assert finishing.is_own_write(KEY, "2"), "the echo of the write is recognised"
+
+
+def test_a_status_write_within_a_phase_needs_no_second_pass() -> None:
+    same = Finishing({"phase": "Running"}, {"phase": "Running", "progress": {"step": 5}})
+    asyncio.run(same._run(KEY))
+    assert same.calls == 1
