@@ -247,15 +247,25 @@ class Controller:
                     if isinstance(error, ApiError) and error.status in PERMANENT_API_STATUSES:
                         self._refused(key, error)
                     else:
-                        failures = self._failures.get(key, 0) + 1
-                        self._failures[key] = failures
-                        delay = min(2.0**failures, MAX_BACKOFF_SECONDS)
+                        delay = self._back_off(key)
                         log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, error, delay)
-                        self.trigger_later(key, delay)
+                except Exception:
+                    # A bug or an answer nobody foresaw: say so loudly, and retry with backoff
+                    # rather than let the job's reconcile die unnoticed.
+                    delay = self._back_off(key)
+                    log.exception("reconcile of %s/%s failed unexpectedly; retrying in %.0f s", *key, delay)
                 if key not in self._dirty:
                     break
         finally:
             self._running.pop(key, None)
+
+    def _back_off(self, key: Key) -> float:
+        """Schedules the job's next try after a failure, doubling up to MAX_BACKOFF_SECONDS."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(2.0**failures, MAX_BACKOFF_SECONDS)
+        self.trigger_later(key, delay)
+        return delay
 
     def _refused(self, key: Key, error: ApiError) -> None:
         """The API server refused what the reconcile sent as invalid: retrying the same request

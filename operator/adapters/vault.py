@@ -214,7 +214,8 @@ class VaultAdmin:
         except hvac.exceptions.InvalidPath:
             return
         except hvac.exceptions.InvalidRequest as exc:
-            if "not found" in str(exc):
+            # Vault says "not found"; OpenBao "no existing key named ... could be found".
+            if "not found" in str(exc) or "no existing key" in str(exc):
                 return
             raise
         transit.delete_key(key, mount_point=mount)

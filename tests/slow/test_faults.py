@@ -167,16 +167,25 @@ def check_invariants(
 def settle(kubectl: Kubectl, ns: str, names: list[str], history: History, timeout: float) -> None:
     """Waits until every job ended and its deletions are done, watching for rollbacks."""
 
+    unsettled: list[str] = []
+
     def done() -> bool:
         jobs = jobs_in(kubectl, ns)
         history.observe(jobs)
-        return all(
-            (j := jobs.get(n)) is not None
-            and (condition(j, "DataDeleted") or {}).get("reason") == "DeletionsComplete"
+        unsettled[:] = [
+            n
             for n in names
-        )
+            if (j := jobs.get(n)) is None
+            or (condition(j, "DataDeleted") or {}).get("reason") != "DeletionsComplete"
+        ]
+        return not unsettled
 
-    wait_for(done, timeout, interval=2)
+    try:
+        wait_for(done, timeout, interval=2)
+    except AssertionError:
+        jobs = jobs_in(kubectl, ns)
+        states = {n: (jobs.get(n) or {}).get("status") for n in unsettled[:3]}
+        raise AssertionError(f"{len(unsettled)} jobs not settled after {timeout} s: {states}") from None
 
 
 def assert_promises_kept(

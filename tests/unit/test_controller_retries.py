@@ -101,3 +101,10 @@ def test_a_status_write_within_a_phase_needs_no_second_pass() -> None:
     same = Finishing({"phase": "Running"}, {"phase": "Running", "progress": {"step": 5}})
     asyncio.run(same._run(KEY))
     assert same.calls == 1
+
+
+def test_an_unforeseen_error_is_logged_and_retried_not_left_to_kill_the_reconcile(caplog: Any) -> None:
+    controller = Failing(KeyError("an answer nobody foresaw"))
+    run(controller)
+    assert KEY in controller._timers and controller._failures[KEY] == 1
+    assert "failed unexpectedly" in caplog.text
