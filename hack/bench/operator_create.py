@@ -187,9 +187,15 @@ async def prepare(kube: KubeClient, prefix: str, n: int) -> list[tuple[dict[str,
         domain = data_domain(
             ns,
             ns,
+            # The kwok CPU pool only: a real node running beside it has no image for these pods.
             placement={
                 "nodePools": [
-                    {"matchExpressions": [{"key": "sealtune.dev/pool", "operator": "In", "values": ["cpu"]}]}
+                    {
+                        "matchExpressions": [
+                            {"key": "sealtune.dev/pool", "operator": "In", "values": ["cpu"]},
+                            {"key": "type", "operator": "In", "values": ["kwok"]},
+                        ]
+                    }
                 ]
             },
         )
