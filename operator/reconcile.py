@@ -163,7 +163,7 @@ class Controller:
     _workers: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
-        self._workers = asyncio.Semaphore(self.settings.max_concurrent_reconciles)
+        self._workers = asyncio.Semaphore(self.settings.max_concurrent_applies)
 
     def is_own_write(self, key: Key, resource_version: str) -> bool:
         """Whether a watch event only delivers our own last status write: nothing to do then,
@@ -236,9 +236,8 @@ class Controller:
             while True:
                 self._dirty.discard(key)
                 try:
-                    async with self._workers:
-                        with metrics.reconcile_timer("FineTuneJob"):
-                            await self.reconcile(key)
+                    with metrics.reconcile_timer("FineTuneJob"):
+                        await self.reconcile(key)
                     self._failures.pop(key, None)
                 except Conflict:
                     # Someone wrote the job since our view of it; the watch brings the news.
@@ -438,28 +437,31 @@ class Controller:
         desired state, so after a restart unchanged companions are not sent again. Until the job,
         its domain or its data key changes, nothing is even rebuilt: most reconciles of a running
         job follow its pods."""
-        meta = job.metadata
-        inputs = (meta.get("uid"), meta.get("generation"), self._domain_version(domain), wrapped)
-        applied = self._applied.get(key)
-        if applied is not None and applied[0] == inputs:
-            digest = applied[1]
-        else:
-            companions = [
-                child
-                for child in builders.desired_children(job, domain, self.settings, wrapped)
-                if child["kind"] != "Job"
-                and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
-            ]
-            digest = desired_hash(companions)
-            if digest not in (applied and applied[1], batch.desired_hash if batch else None):
-                await asyncio.gather(*(self.kube.apply(child) for child in companions))
-                if batch is not None:
-                    annotations = {names.ANNOTATION_DESIRED_HASH: digest}
-                    await self.kube.merge_patch(
-                        "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
-                    )
-            self._applied[key] = (inputs, digest)
-        await self._apply_job(key, job, domain, batch, digest)
+        # Building and sending children is what a burst of new jobs holds in memory: only so
+        # many at once. Status writes and audit entries happen outside this bound.
+        async with self._workers:
+            meta = job.metadata
+            inputs = (meta.get("uid"), meta.get("generation"), self._domain_version(domain), wrapped)
+            applied = self._applied.get(key)
+            if applied is not None and applied[0] == inputs:
+                digest = applied[1]
+            else:
+                companions = [
+                    child
+                    for child in builders.desired_children(job, domain, self.settings, wrapped)
+                    if child["kind"] != "Job"
+                    and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
+                ]
+                digest = desired_hash(companions)
+                if digest not in (applied and applied[1], batch.desired_hash if batch else None):
+                    await asyncio.gather(*(self.kube.apply(child) for child in companions))
+                    if batch is not None:
+                        annotations = {names.ANNOTATION_DESIRED_HASH: digest}
+                        await self.kube.merge_patch(
+                            "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
+                        )
+                self._applied[key] = (inputs, digest)
+            await self._apply_job(key, job, domain, batch, digest)
 
     async def _apply_job(
         self, key: Key, job: FineTuneJob, domain: DataDomain, batch: JobObservation | None, digest: str
