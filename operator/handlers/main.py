@@ -86,6 +86,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.admission.managed = "validate.sealtune.dev"
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The same credentials load_credentials reads: the pod's service account unless a
+    kubeconfig is named, else the kubeconfig. Registered here because kopf picks its own
+    fallback logins when it is imported, before --kubeconfig is known."""
+    in_cluster = None if os.environ.get("KUBECONFIG") else kopf.login_with_service_account(**kwargs)
+    return in_cluster or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     await memo.controller.close()

@@ -28,7 +28,8 @@ class OperatorProcess:
         self.starts = 0
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        # Credentials come from --kubeconfig alone, as a user would run it.
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         env.setdefault(
             "SEALTUNE_WEBHOOK_ADDRESS", self.cluster.kubeconfig_server.split("//")[1].split(":")[0]
         )
