@@ -258,11 +258,14 @@ class Controller:
         finally:
             self._running.pop(key, None)
 
-    def _back_off(self, key: Key) -> float:
-        """Schedules the job's next try after a failure, doubling up to MAX_BACKOFF_SECONDS."""
-        failures = self._failures.get(key, 0) + 1
-        self._failures[key] = failures
-        delay = min(2.0**failures, MAX_BACKOFF_SECONDS)
+    def _back_off(
+        self, key: Key, failures: dict[Key, int] | None = None, cap: float = MAX_BACKOFF_SECONDS
+    ) -> float:
+        """Schedules the job's next try after a failure counted in ``failures`` (the reconcile's
+        own by default), doubling up to ``cap``; returns the delay."""
+        counts = self._failures if failures is None else failures
+        counts[key] = counts.get(key, 0) + 1
+        delay = min(2.0 ** counts[key], cap)
         self.trigger_later(key, delay)
         return delay
 
@@ -352,13 +355,8 @@ class Controller:
             await self._apply_children(key, job, domain, batch, wrapped)
             self._vault_failures.pop(key, None)
         elif secured.retry:
-            self._retry_vault_later(key, self._vault_failures)
+            self._back_off(key, self._vault_failures, VAULT_MAX_BACKOFF_SECONDS)
         return secured
-
-    def _retry_vault_later(self, key: Key, failures: dict[Key, int]) -> None:
-        """Backoff for trouble in Vault (or its signer): doubling, at most VAULT_MAX_BACKOFF_SECONDS."""
-        failures[key] = failures.get(key, 0) + 1
-        self.trigger_later(key, min(2.0 ** failures[key], VAULT_MAX_BACKOFF_SECONDS))
 
     def _with_progress(self, key: Key, job: FineTuneJob, status: dict[str, Any]) -> None:
         """A running job's status carries its trainer's progress as last read; a succeeded
@@ -543,7 +541,7 @@ class Controller:
                 cond, ref = await self.publisher.publish(job, domain, result, pods, status)
             except SigningError as exc:
                 cond = Cond(T.PUBLISHED, False, PublishedReason.SIGNING_FAILED, str(exc))
-                self._retry_vault_later(key, self._failures)
+                self._back_off(key, cap=VAULT_MAX_BACKOFF_SECONDS)
         generation = int(job.metadata.get("generation", 1))
         conditions = merge_conditions(status.get("conditions") or [], [cond], generation, datetime.now(UTC))
         return {**status, "conditions": conditions, **({"artifactRef": ref} if ref else {})}
