@@ -435,15 +435,13 @@ class Controller:
         desired state, so after a restart unchanged companions are not sent again. Until the job,
         its domain or its data key changes, nothing is even rebuilt: most reconciles of a running
         job follow its pods."""
-        # Building and sending children is what a burst of new jobs holds in memory: only so
-        # many at once. Status writes and audit entries happen outside this bound.
-        async with self._workers:
-            meta = job.metadata
-            inputs = (meta.get("uid"), meta.get("generation"), self._domain_version(domain), wrapped)
-            applied = self._applied.get(key)
-            if applied is not None and applied[0] == inputs:
-                digest = applied[1]
-            else:
+        meta = job.metadata
+        inputs = (meta.get("uid"), meta.get("generation"), self._domain_version(domain), wrapped)
+        applied = self._applied.get(key)
+        if applied is None or applied[0] != inputs:
+            # Building and sending children is what a burst of new jobs holds in memory: only
+            # so many at once. A running job's reconcile, with nothing to rebuild, never waits.
+            async with self._workers:
                 companions = [
                     child
                     for child in builders.desired_children(job, domain, self.settings, wrapped)
@@ -458,8 +456,8 @@ class Controller:
                         await self.kube.merge_patch(
                             "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
                         )
-                self._applied[key] = (inputs, digest)
-            await self._apply_job(key, job, domain, batch, digest)
+            applied = self._applied[key] = (inputs, digest)
+        await self._apply_job(key, job, domain, batch, applied[1])
 
     async def _apply_job(
         self, key: Key, job: FineTuneJob, domain: DataDomain, batch: JobObservation | None, digest: str
@@ -469,9 +467,10 @@ class Controller:
         if batch is None:
             if key in self._jobs_made:
                 return  # made by us moments ago; the watch has not shown it yet
-            desired = indexed_job(job, domain, self.settings)
-            desired["metadata"]["annotations"] = {names.ANNOTATION_DESIRED_HASH: digest}
-            await self.kube.apply(desired)
+            async with self._workers:
+                desired = indexed_job(job, domain, self.settings)
+                desired["metadata"]["annotations"] = {names.ANNOTATION_DESIRED_HASH: digest}
+                await self.kube.apply(desired)
             self._jobs_made.add(key)
             return
         if job.spec.scheduling.queue_name is None and batch.suspended != job.spec.scheduling.suspend:
