@@ -15,6 +15,8 @@ from ..observe import observe_job, observe_pod
 from ..reconcile import Controller, Packed, Snapshot, slim
 
 OURS = {LABEL_JOB: kopf.PRESENT}
+
+
 @kopf.index(GROUP, VERSION, "finetunejobs")
 def finetunejobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): Packed.of(body)}

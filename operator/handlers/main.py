@@ -29,6 +29,9 @@ from ..settings import Settings
 
 log = logging.getLogger("sealtune")
 
+ADMISSION_CONCURRENCY = 8
+"""Reads the webhook may have in flight at once (each admission review makes two)."""
+
 
 def emit(body: Any, *, type: str, reason: str, message: str) -> None:
     # kopf posts Events from a queue, in the background, bounded; messages are cut to 1 KiB.
@@ -56,9 +59,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.lifetime = ours.peering_lifetime_seconds
     if ours.operator_metrics_port:
         memo.metrics_server = await metrics.serve(ours.operator_metrics_port)
-    kube = KubeClient(
-        load_credentials(os.environ.get("KUBECONFIG")), ours.field_manager, ours.max_api_concurrency
-    )
+    credentials = load_credentials(os.environ.get("KUBECONFIG"))
+    kube = KubeClient(credentials, ours.field_manager, ours.max_api_concurrency)
+    # The webhook reads through a client of its own. The operator's own writes to FineTuneJobs
+    # pass through the webhook: were its reads to queue for the slots those writes hold, each
+    # would wait for the API server to give up on the webhook (30 s) and admit unchecked.
+    memo.admission_kube = KubeClient(credentials, ours.field_manager, ADMISSION_CONCURRENCY)
     vault = VaultAdmin(ours) if (ours.vault_operator_address or ours.vault_address) else None
     keys = OperatorKeys(ours, kube, vault)
     audit = AuditLog(
@@ -98,6 +104,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     await memo.controller.close()
+    await memo.admission_kube.close()
     if memo.vault is not None:
         await memo.vault.logout()
     if memo.get("metrics_server") is not None:

@@ -40,7 +40,7 @@ async def _check_policy(body: kopf.Body, namespace: str | None, memo: kopf.Memo)
         return  # the API server's schema and CEL rules refuse it with their own messages
     # Read the domain and namespace live, not from the indexes: a GitOps sync applies a domain
     # and its jobs together, and a standby replica (kopf peering) keeps no indexes current.
-    kube: KubeClient = memo.controller.kube
+    kube: KubeClient = memo.admission_kube
     domain_body = await kube.get("DataDomain", job.spec.domain_ref.name)
     if domain_body is None:
         violation = domain_not_found(job)
