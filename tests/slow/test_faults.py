@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,28 +165,45 @@ def check_invariants(
     return violations
 
 
-def settle(kubectl: Kubectl, ns: str, names: list[str], history: History, timeout: float) -> None:
-    """Waits until every job ended and its deletions are done, watching for rollbacks."""
-
-    unsettled: list[str] = []
+def wait_for_jobs(
+    kubectl: Kubectl,
+    ns: str,
+    names: list[str],
+    ready: Callable[[dict[str, Any]], bool],
+    what: str,
+    timeout: float,
+    history: History | None = None,
+) -> None:
+    """Waits until every named job is ``ready``, watching for rollbacks; on timeout, names the
+    jobs that were not, with their status."""
+    waiting: list[str] = []
 
     def done() -> bool:
         jobs = jobs_in(kubectl, ns)
-        history.observe(jobs)
-        unsettled[:] = [
-            n
-            for n in names
-            if (j := jobs.get(n)) is None
-            or (condition(j, "DataDeleted") or {}).get("reason") != "DeletionsComplete"
-        ]
-        return not unsettled
+        if history is not None:
+            history.observe(jobs)
+        waiting[:] = [n for n in names if (j := jobs.get(n)) is None or not ready(j)]
+        return not waiting
 
     try:
         wait_for(done, timeout, interval=2)
     except AssertionError:
         jobs = jobs_in(kubectl, ns)
-        states = {n: (jobs.get(n) or {}).get("status") for n in unsettled[:3]}
-        raise AssertionError(f"{len(unsettled)} jobs not settled after {timeout} s: {states}") from None
+        states = {n: (jobs.get(n) or {}).get("status") for n in waiting[:3]}
+        raise AssertionError(f"{len(waiting)} jobs not {what} after {timeout} s: {states}") from None
+
+
+def settle(kubectl: Kubectl, ns: str, names: list[str], history: History, timeout: float) -> None:
+    """Waits until every job ended and its deletions are done, watching for rollbacks."""
+    wait_for_jobs(
+        kubectl,
+        ns,
+        names,
+        lambda j: (condition(j, "DataDeleted") or {}).get("reason") == "DeletionsComplete",
+        "settled",
+        timeout,
+        history,
+    )
 
 
 def assert_promises_kept(
@@ -254,9 +272,8 @@ def test_control_plane_restarts_and_vault_away_for_a_minute(
     history = History()
     running = [f"run-{i}" for i in range(6)]
     apply(kubectl, *(finetune_job(n, ns, domain, **secrets, podMetadata=kwok_runtime(40)) for n in running))
-    wait_for(
-        lambda: all((j.get("status") or {}).get("phase") == "Running" for j in jobs_in(kubectl, ns).values()),
-        90,
+    wait_for_jobs(
+        kubectl, ns, running, lambda j: (j.get("status") or {}).get("phase") == "Running", "Running", 90
     )
     history.observe(jobs_in(kubectl, ns))
     for component in rng.sample(["etcd", "kube-apiserver"], 2):
@@ -271,14 +288,14 @@ def test_control_plane_restarts_and_vault_away_for_a_minute(
             kubectl, *(finetune_job(n, ns, domain, **secrets, podMetadata=kwok_runtime(5)) for n in waiting)
         )
 
-        def held() -> bool:
-            jobs = jobs_in(kubectl, ns)
-            return all(
-                (condition(jobs[n], "SecretsReady") or {}).get("reason") == "VaultUnavailable"
-                for n in waiting
-            )
-
-        wait_for(held, 45)
+        wait_for_jobs(
+            kubectl,
+            ns,
+            waiting,
+            lambda j: (condition(j, "SecretsReady") or {}).get("reason") == "VaultUnavailable",
+            "held for Vault",
+            45,
+        )
         while time.monotonic() - started < 60:
             assert not any(kubectl("get", "job", n, "-n", ns, check=False).returncode == 0 for n in waiting)
             history.observe(jobs_in(kubectl, ns))
