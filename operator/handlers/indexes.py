@@ -1,5 +1,7 @@
 """In-memory views of what the reconcile reads, kept current by kopf's watches, and the events
-that trigger a reconcile. Each index holds a small summary, not whole objects."""
+that trigger a reconcile. Each index holds a small summary, not whole objects. The index
+functions are coroutines, though they never wait: kopf runs plain functions in a thread pool,
+and the hop to a thread and back would cost more than the function."""
 
 from __future__ import annotations
 
@@ -18,32 +20,34 @@ OURS = {LABEL_JOB: kopf.PRESENT}
 
 
 @kopf.index(GROUP, VERSION, "finetunejobs")
-def finetunejobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def finetunejobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): Packed.of(body)}
 
 
 @kopf.index(GROUP, VERSION, "datadomains")
-def datadomains(name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def datadomains(name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {name: slim(body)}
 
 
 @kopf.index("", "v1", "namespaces")
-def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     return {name: dict(labels)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=OURS)
-def batch_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def batch_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(namespace, labels[LABEL_JOB]): observe_job(dict(body))}
 
 
 @kopf.index("", "v1", "pods", labels=OURS)
-def worker_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def worker_pods(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
     return {(namespace, labels[LABEL_JOB]): observe_pod(dict(body))}
 
 
 @kopf.index(GROUP, VERSION, "modelartifacts")
-def artifact_stages(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def artifact_stages(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): (body.get("promotion") or {}).get("stage", "Candidate")}
 
 
