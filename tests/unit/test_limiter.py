@@ -1,5 +1,5 @@
-"""The API client's concurrency limit: urgent requests first, never more than the limit at once,
-and no slot lost to a cancelled waiter."""
+"""The API client's concurrency limit: urgent requests first, deferrable ones only while no urgent
+one is in flight, never more than the limit at once, and no slot lost to a cancelled waiter."""
 
 from __future__ import annotations
 
@@ -30,6 +30,22 @@ def test_urgent_requests_go_before_deferrable_ones_and_each_class_keeps_its_orde
         return order
 
     assert asyncio.run(go()) == ["child-1", "child-2", "status-1", "status-2"]
+
+
+def test_deferrable_requests_wait_while_urgent_ones_are_in_flight_even_with_slots_free() -> None:
+    async def go() -> None:
+        limiter, order = PriorityLimiter(4), []
+        async with limiter.slot():
+            status = asyncio.create_task(hold(limiter, order, "status", deferrable=True))
+            await asyncio.sleep(0)
+            await hold(limiter, order, "child", deferrable=False)
+            assert order == ["child"], "the status write waits for the urgent request still held"
+        await asyncio.wait_for(status, timeout=1)
+        assert order == ["child", "status"]
+        async with limiter.slot(deferrable=True), limiter.slot(deferrable=True):
+            pass  # with no urgent work, deferrable requests take free slots at once
+
+    asyncio.run(go())
 
 
 def test_a_cancelled_waiter_gives_back_nothing_it_did_not_hold() -> None:
@@ -75,6 +91,6 @@ def test_never_more_than_the_limit_at_once_and_every_request_is_served(
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=5)
         assert peak[0] <= limit
         assert set(range(len(requests))) - cancelled <= set(served)
-        assert limiter._free == limit, "every slot came back"
+        assert (limiter._free, limiter._urgent) == (limit, 0), "every slot came back"
 
     asyncio.run(go())
