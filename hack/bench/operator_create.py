@@ -1,7 +1,7 @@
 """How fast the operator turns N FineTuneJobs into their objects, against the floor: the same
 objects created by a plain client with the same concurrency, in the same run.
 
-    hack/bench/operator_create.py [N ...]        (default: 100 500 1000 5000)
+    hack/bench/operator_create.py [N ...] [--repeat R]   (default: 100 500 1000 5000, R=1)
 
 Needs a running local cluster (`hack/cluster up`); it grows the kwok pools for the largest N
 (`hack/cluster down` resets them), and deletes its namespaces as it ends.
@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -296,6 +297,13 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("sizes", nargs="*", type=int, default=[100, 500, 1000, 5000])
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="pairs of runs (plain client, operator) per N; on a small machine the API server's "
+        "speed drifts from one minute to the next, and the median ratio says more than one",
+    )
     args = parser.parse_args()
     env = cluster_env()
     env["KUBECONFIG"] = f"{env['SEALTUNE_STATE']}/kubeconfig"
@@ -311,14 +319,15 @@ async def main() -> None:
     rows = []
     try:
         for n in args.sizes:
-            await delete_bench_namespaces(kube)
-            plain = await plain_client(kube, n)
-            # Gone before the operator starts: it would index their pods and Jobs (they carry
-            # its labels), and the controllers' work for them would weigh on its measurement.
-            await delete_bench_namespaces(kube)
-            op = await with_operator(kube, env, n, Path(f"/tmp/sealtune-bench-operator-{n}.log"))
-            rows.append((n, plain, op))
-            print(json.dumps({"n": n, "plain": plain, "operator": op}), flush=True)
+            for _ in range(args.repeat):
+                await delete_bench_namespaces(kube)
+                plain = await plain_client(kube, n)
+                # Gone before the operator starts: it would index their pods and Jobs (they carry
+                # its labels), and the controllers' work for them would weigh on its measurement.
+                await delete_bench_namespaces(kube)
+                op = await with_operator(kube, env, n, Path(f"/tmp/sealtune-bench-operator-{n}.log"))
+                rows.append((n, plain, op))
+                print(json.dumps({"n": n, "plain": plain, "operator": op}), flush=True)
         await delete_bench_namespaces(kube, wait=False)
     finally:
         await kube.close()
@@ -341,6 +350,13 @@ def print_table(rows: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None:
             f"{op['writes_per_job']:>11.1f} {op['peak_rss_mb']:>8.0f} {op['cpu_s']:>7.1f} "
             f"{time_growth:>13.2f} {memory_growth:>14.2f}  {'; '.join(op['problems']) or 'all exactly once'}"
         )
+    for n in sorted({n for n, _, _ in rows}):
+        ratios = sorted(op["jobs_exist_s"] / plain["jobs_exist_s"] for m, plain, op in rows if m == n)
+        if len(ratios) > 1:
+            print(
+                f"N={n}: median ratio {statistics.median(ratios):.2f} "
+                f"over {len(ratios)} pairs ({ratios[0]:.2f} to {ratios[-1]:.2f})"
+            )
 
 
 if __name__ == "__main__":
