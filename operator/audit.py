@@ -34,6 +34,8 @@ from typing import Any, Literal, TextIO
 
 from sealtune_trainer.checkpoints import fsync_dir
 
+from . import threads
+
 DEFAULT_PATH = Path("/var/lib/sealtune/audit/audit.jsonl")
 GENESIS = "sha256:" + "0" * 64
 """The ``prev`` of the first entry."""
@@ -252,7 +254,7 @@ class AuditLog:
         stops the operator when it starts rather than at its first entry."""
         if self._path is not None:
             async with self._lock:
-                await asyncio.to_thread(self._locked, self._path, None)
+                await threads.run_in(threads.AUDIT, self._locked, self._path, None)
 
     async def record(
         self, event: Event, subject: Subject, details: Mapping[str, Any] | None = None
@@ -268,7 +270,7 @@ class AuditLog:
             if self._path is None:
                 self._commit(entry, self._next(entry))
             else:
-                await asyncio.to_thread(self._locked, self._path, entry)
+                await threads.run_in(threads.AUDIT, self._locked, self._path, entry)
         return entry
 
     def _locked(self, path: Path, entry: dict[str, Any] | None) -> None:

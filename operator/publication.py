@@ -4,14 +4,13 @@ provenance. Pure builders first, then the Publisher that talks to the API and th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import provenance, signing
+from . import provenance, signing, threads
 from .adapters.kube import ApiError, KubeClient
 from .api.v1alpha1 import DataDomain, FineTuneJob
 from .api.v1alpha1.conditions import JobConditionType as T
@@ -180,7 +179,7 @@ class Publisher:
         now = datetime.now(UTC)
         name, namespace = job.spec.output.artifact_name or job.metadata["name"], job.metadata["namespace"]
         signer = await self.keys.signer()
-        signature = await asyncio.to_thread(signing.sign_files, files, signer, name=name)
+        signature = await threads.run_in(threads.SIGNING, signing.sign_files, files, signer, name=name)
         body = model_artifact(
             job,
             domain,

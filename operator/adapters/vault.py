@@ -7,7 +7,6 @@ hvac is synchronous; every call runs in a worker thread so the event loop never 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -20,7 +19,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from .. import metrics
+from .. import metrics, threads
 from ..builders.vault import VaultPlan
 from ..settings import Settings
 
@@ -148,7 +147,7 @@ class VaultAdmin:
 
     async def _run(self, fn: Callable[[], T], operation: str) -> T:
         try:
-            return await asyncio.to_thread(self._call, fn)
+            return await threads.run_in(threads.VAULT, self._call, fn)
         except VaultProblem:
             metrics.vault_error(operation)
             raise
