@@ -22,3 +22,9 @@ SEALTUNE_KCM_PORT=${SEALTUNE_KCM_PORT:-10257}
 SEALTUNE_SCHEDULER_PORT=${SEALTUNE_SCHEDULER_PORT:-10259}
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_API_IP=10.96.0.1
+
+# Addresses on the loopback device (the API server's, the real nodes').
+# (Not `ip ... | grep -q`: with pipefail, grep's early exit can fail the pipeline.)
+lo_has() { local a; a=$(ip -o addr show dev lo); [[ $a == *" $1/32 "* ]]; }
+lo_add() { lo_has "$1" || ip addr add "$1/32" dev lo; }
+lo_del() { if lo_has "$1"; then ip addr del "$1/32" dev lo; fi; }

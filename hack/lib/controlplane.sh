@@ -219,7 +219,7 @@ YAML
     [ -n "$jwt" ] && break; sleep 0.5
   done
   [ -n "$jwt" ] || die "the token controller did not fill openbao/token-reviewer"
-  bao_root auth list -format json | grep -q '"kubernetes/"' || bao_root auth enable kubernetes >/dev/null
+  [[ $(bao_root auth list -format json) == *'"kubernetes/"'* ]] || bao_root auth enable kubernetes >/dev/null
   bao_root write auth/kubernetes/config kubernetes_host="https://$SEALTUNE_API_IP:$SEALTUNE_API_PORT" \
     kubernetes_ca_cert=@"$SEALTUNE_STATE/pki/ca.crt" token_reviewer_jwt="$jwt" >/dev/null
   local mounts; mounts=$(bao_root secrets list -format json)
@@ -242,8 +242,6 @@ stop_component() {
   rm -f "$pidfile"
 }
 
-add_api_address() {
-  ip addr show dev lo | grep -q " $SEALTUNE_API_IP/" || ip addr add "$SEALTUNE_API_IP/32" dev lo
-}
+add_api_address() { lo_add "$SEALTUNE_API_IP"; }
 
 kubectl_admin() { "$KUBECTL" --kubeconfig "$SEALTUNE_STATE/kubeconfig" "$@"; }

@@ -125,10 +125,6 @@ wait_for() {
 # Certificates and kubeconfigs come from pki.sh (issue, kubeconfig), signed by the cluster CA.
 
 # --- host networking: addresses, sysctls, the pods' egress guard ------------------------------
-# (Not `ip ... | grep -q`: with pipefail, grep's early exit can fail the pipeline.)
-lo_has() { local a; a=$(ip -o addr show dev lo); [[ $a == *" $1/32 "* ]]; }
-lo_add() { lo_has "$1" || ip addr add "$1/32" dev lo; }
-lo_del() { if lo_has "$1"; then ip addr del "$1/32" dev lo; fi; }
 
 # Values this script changes, saved once so that `down` puts them back.
 SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables)
