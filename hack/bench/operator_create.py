@@ -8,11 +8,12 @@ Needs a running local cluster (`hack/cluster up`); it grows the kwok pools for t
 For each N it (1) creates, for N jobs, the exact objects the operator's builders produce, with a
 plain asynchronous client at the operator's concurrency (the floor), and deletes them; (2)
 starts a fresh operator and applies N FineTuneJobs at once, across namespaces of 50 jobs each
-with a domain each. It reports seconds until every Indexed Job and its companions exist, seconds until every
-FineTuneJob shows Running, the operator's API writes per job (from the API server's request
-counters for the kinds it writes, plus its Events), its peak RSS and CPU seconds, and checks
-that every FineTuneJob has exactly one of each child, owned by it. The table's last columns
-divide each figure per job by the same figure at the smallest N: 1.0 or less is linear or better.
+with a domain each. It reports seconds until every Indexed Job and its companions exist,
+seconds until every FineTuneJob shows Running, the operator's API writes per job (from the API
+server's request counters for the kinds it writes, plus its Events), its peak RSS and CPU
+seconds, and checks that every FineTuneJob has exactly one of each child, owned by it. The
+table's last columns divide each figure per job by the same figure at the smallest N: 1.0 or
+less is linear or better.
 """
 
 from __future__ import annotations
