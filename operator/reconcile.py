@@ -8,6 +8,7 @@ converges on the same objects (deterministic names, server-side apply under one 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -160,10 +161,18 @@ class Controller:
     _domains: dict[str, tuple[str, DataDomain]] = field(default_factory=dict)
     """Parsed DataDomains by name, with the resourceVersion they were parsed from."""
     _closed: bool = False
+    _context: contextvars.Context | None = None
     _workers: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         self._workers = asyncio.Semaphore(self.settings.max_concurrent_applies)
+
+    def bind(self, snapshot: Snapshot) -> None:
+        """Gives the controller its views, from inside a kopf handler. Reconciles then run in
+        that handler's context, where kopf.event finds its queue, whatever triggers them: the
+        informers' callbacks run outside kopf's."""
+        self.snapshot = snapshot
+        self._context = contextvars.copy_context()
 
     def is_own_write(self, key: Key, resource_version: str) -> bool:
         """Whether a watch event only delivers our own last status write: nothing to do then,
@@ -179,13 +188,15 @@ class Controller:
         self._jobs_made.discard(key)
 
     def trigger(self, key: Key) -> None:
-        """Reconciles the job soon; triggers that arrive while it runs fold into one more run."""
-        if self._closed:
+        """Reconciles the job soon; triggers that arrive while it runs fold into one more run.
+        Before kopf's first event binds the snapshot there is nothing to read, and none is
+        needed: kopf's listing of FineTuneJobs, which binds it, triggers every job."""
+        if self._closed or self.snapshot is None:
             return
         if key in self._running:
             self._dirty.add(key)
             return
-        self._running[key] = asyncio.get_running_loop().create_task(self._run(key))
+        self._running[key] = asyncio.get_running_loop().create_task(self._run(key), context=self._context)
 
     def trigger_soon(self, key: Key) -> None:
         """For news about a job's pods or batch Job: waits a moment so a burst of such events

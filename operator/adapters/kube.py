@@ -138,6 +138,15 @@ def load_credentials(kubeconfig: str | None = None) -> Credentials:
     return Credentials(server=cluster["server"].rstrip("/"), ssl_context=ssl_context, token=token)
 
 
+def _payload(text: str) -> dict[str, Any]:
+    """An answer's JSON object, or its start as the message of one that is not one."""
+    try:
+        payload = json.loads(text) if text else {}
+    except ValueError:
+        payload = None
+    return payload if isinstance(payload, dict) else {"message": text[:512]}
+
+
 def resource_path(
     kind: str, namespace: str | None = None, name: str | None = None, sub: str | None = None
 ) -> str:
@@ -200,10 +209,7 @@ class KubeClient:
                         await asyncio.sleep(min(retry_after, 30))
                         delay *= 2
                         continue
-                    try:
-                        payload = json.loads(text) if text else {}
-                    except ValueError:
-                        payload = {"message": text[:512]}
+                    payload = _payload(text)
                     if response.status == 404:
                         raise NotFound(404, payload)
                     if response.status == 409:
@@ -225,22 +231,31 @@ class KubeClient:
             return await response.text()
 
     async def watch(
-        self, kind: str, label_selector: str | None = None, resource_version: str | None = None
+        self,
+        kind: str,
+        label_selector: str | None = None,
+        resource_version: str | None = None,
+        *,
+        namespace: str | None = None,
+        timeout_seconds: int = 3600,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Watch events of every object of a kind, from ``resource_version`` on. For tools and
-        benchmarks: the operator itself watches through kopf."""
-        params = {"watch": "1", "timeoutSeconds": "3600"}
+        """Watch events of a kind, from ``resource_version`` on, with bookmarks, until the API
+        server ends the watch after about ``timeout_seconds``. A watch holds its connection
+        for its whole life, so it takes none of the request slots."""
+        params = {"watch": "1", "timeoutSeconds": str(timeout_seconds), "allowWatchBookmarks": "true"}
         if label_selector:
             params["labelSelector"] = label_selector
         if resource_version:
             params["resourceVersion"] = resource_version
         async with self._client().get(
-            self._credentials.server + resource_path(kind),
+            self._credentials.server + resource_path(kind, namespace),
             params=params,
             headers=self._credentials.headers(),
-            timeout=aiohttp.ClientTimeout(total=None, connect=10),
+            # No total limit; a read that stalls well past the server's own end is a dead stream.
+            timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=timeout_seconds + 60),
         ) as response:
-            response.raise_for_status()
+            if response.status >= 400:
+                raise ApiError(response.status, _payload(await response.text()))
             pending = b""
             async for chunk in response.content.iter_any():
                 *lines, pending = (pending + chunk).split(b"\n")

@@ -1,22 +1,25 @@
-"""In-memory views of what the reconcile reads, kept current by kopf's watches, and the events
-that trigger a reconcile. Each index holds a small summary, not whole objects. The index
-functions are coroutines, though they never wait: kopf runs plain functions in a thread pool,
-and the hop to a thread and back would cost more than the function."""
+"""In-memory views of what the reconcile reads, and the events that trigger a reconcile. Each
+view holds a small summary, not whole objects.
+
+The jobs' batch Jobs and pods, a job's many objects, come from the operator's own informers
+(adapters/informer.py); the rest from kopf's watches and indexes. The index functions are
+coroutines, though they never wait: kopf runs plain functions in a thread pool, and the hop to
+a thread and back would cost more than the function."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
 
 from .. import metrics
+from ..adapters.informer import Informer
 from ..api.v1alpha1 import GROUP, VERSION
 from ..artifacts import ArtifactKeeper
 from ..names import LABEL_JOB
 from ..observe import observe_job, observe_pod
 from ..reconcile import Controller, Packed, Snapshot, slim
-
-OURS = {LABEL_JOB: kopf.PRESENT}
 
 
 @kopf.index(GROUP, VERSION, "finetunejobs")
@@ -34,35 +37,59 @@ async def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[Any
     return {name: dict(labels)}
 
 
-@kopf.index("batch", "v1", "jobs", labels=OURS)
-async def batch_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels[LABEL_JOB]): observe_job(dict(body))}
-
-
-@kopf.index("", "v1", "pods", labels=OURS)
-async def worker_pods(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    return {(namespace, labels[LABEL_JOB]): observe_pod(dict(body))}
-
-
 @kopf.index(GROUP, VERSION, "modelartifacts")
 async def artifact_stages(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): (body.get("promotion") or {}).get("stage", "Candidate")}
+
+
+async def start_informers(memo: kopf.Memo) -> None:
+    """Starts the batch Jobs' and pods' informers and returns once both have listed: no
+    reconcile may read them half-filled (kopf's own indexes hold its handlers back likewise)."""
+    ctl: Controller = memo.controller
+    namespaces = memo.settings.namespaces
+
+    def batch_job_changed(type: str, key: tuple[str, str]) -> None:
+        if type == "DELETED":
+            ctl.batch_job_gone(key)
+        ctl.trigger_soon(key)
+
+    def pod_changed(type: str, key: tuple[str, str]) -> None:
+        ctl.trigger_soon(key)
+
+    memo.batch_jobs = Informer(
+        ctl.kube,
+        "Job",
+        label=LABEL_JOB,
+        transform=observe_job,
+        on_event=batch_job_changed,
+        namespaces=namespaces,
+    )
+    memo.pods = Informer(
+        ctl.kube, "Pod", label=LABEL_JOB, transform=observe_pod, on_event=pod_changed, namespaces=namespaces
+    )
+    memo.informing = [asyncio.create_task(i.run()) for i in (memo.batch_jobs, memo.pods)]
+    await asyncio.gather(memo.batch_jobs.synced.wait(), memo.pods.synced.wait())
+
+
+async def stop_informers(memo: kopf.Memo) -> None:
+    for task in memo.informing:
+        task.cancel()
+    await asyncio.gather(*memo.informing, return_exceptions=True)
 
 
 def controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
     ctl: Controller = memo.controller
     if ctl.snapshot is None:
         # kopf injects each index by its function's name; they are live mappings.
-        ctl.snapshot = Snapshot(
+        snapshot = Snapshot(
             finetunejobs=lambda: kwargs["finetunejobs"],
-            batch_jobs=lambda: kwargs["batch_jobs"],
-            pods=lambda: kwargs["worker_pods"],
+            batch_jobs=lambda: memo.batch_jobs.groups,
+            pods=lambda: memo.pods.groups,
             domains=lambda: kwargs["datadomains"],
             namespaces=lambda: kwargs["namespace_labels"],
         )
-        metrics.STATE.bind(ctl.snapshot.finetunejobs, lambda: kwargs["artifact_stages"])
+        ctl.bind(snapshot)
+        metrics.STATE.bind(snapshot.finetunejobs, lambda: kwargs["artifact_stages"])
     return ctl
 
 
@@ -75,23 +102,6 @@ async def finetunejob_changed(
         ctl.forget(key)
     elif not ctl.is_own_write(key, meta["resourceVersion"]):
         ctl.trigger(key)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=OURS)
-async def batch_job_changed(
-    memo: kopf.Memo, namespace: str | None, labels: kopf.Labels, type: str, **kwargs: Any
-) -> None:
-    ctl, key = controller(memo, kwargs), (namespace or "", labels[LABEL_JOB])
-    if type == "DELETED":
-        ctl.batch_job_gone(key)
-    ctl.trigger_soon(key)
-
-
-@kopf.on.event("", "v1", "pods", labels=OURS)
-async def worker_pod_changed(
-    memo: kopf.Memo, namespace: str | None, labels: kopf.Labels, **kwargs: Any
-) -> None:
-    controller(memo, kwargs).trigger_soon((namespace or "", labels[LABEL_JOB]))
 
 
 @kopf.on.event(GROUP, VERSION, "datadomains")

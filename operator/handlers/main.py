@@ -26,6 +26,7 @@ from ..keys import OperatorKeys
 from ..publication import Publisher
 from ..reconcile import Controller
 from ..settings import Settings
+from .indexes import start_informers, stop_informers
 
 log = logging.getLogger("sealtune")
 
@@ -72,6 +73,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Event handlers make kopf post no Events of its own; the level lets through our Normal
     # milestones (one per condition that becomes news, see reconcile.is_newsworthy).
     settings.posting.level = logging.INFO
+    # Each Event poster holds a TLS connection of its own (with a 256 KiB read buffer): unbounded,
+    # a burst of thousands of jobs' Events held dozens at once (memray on the scale bench). A
+    # poster serves one object, whose Events come seconds apart: it need not linger for more.
+    settings.posting.worker_limit = 16
+    settings.posting.idle_timeout = 0.05
     settings.peering.lifetime = ours.peering_lifetime_seconds
     if ours.operator_metrics_port:
         memo.metrics_server = await metrics.serve(ours.operator_metrics_port)
@@ -97,6 +103,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         publisher=Publisher(ours, kube, keys),
         audit=audit,
     )
+    await start_informers(memo)
     if ours.webhook_address:
         host = ours.webhook_host or ours.webhook_address
         files = await webhook_tls.ensure(
@@ -119,6 +126,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    await stop_informers(memo)
     await memo.controller.close()
     await memo.admission_kube.close()
     if memo.vault is not None:
@@ -149,9 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.verbose:
         # kopf logs every handler's success per event: noise at thousands of jobs.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    # Importing registers the handlers.
-    from . import indexes  # noqa: F401
-
+    # Importing registers the handlers (the indexes' are registered with this module's import).
     if settings.webhook_address:
         from . import webhook  # noqa: F401
 
