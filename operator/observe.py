@@ -46,6 +46,7 @@ class PodObservation:
     """The trainer's image reference and the digest the node ran (for provenance)."""
     waiting: str | None = None
     """Why a container cannot start, e.g. "vault-init: ImagePullBackOff: ...", while it waits."""
+    ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,4 +118,5 @@ def observe_pod(body: dict[str, Any]) -> PodObservation:
         image=image,
         image_id=image_id,
         waiting=waiting,
+        ip=status.get("podIP"),
     )

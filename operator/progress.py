@@ -1,8 +1,9 @@
 """Live training progress: a trainer's Prometheus exposition, read into ``status.progress``.
 
 ``parse`` and ``progress`` are pure. ``ProgressReader`` does the I/O: at most one read per job
-per interval, each with a short timeout and a cap on concurrent reads, so the operator's cost
-stays bounded however many jobs run, and a trainer that does not answer delays nothing.
+per interval, each with a short timeout and a cap on concurrent reads, all from one loop, so
+the operator's cost stays bounded however many jobs run, and a trainer that does not answer
+delays nothing.
 
 What the trainer exports (sealtune_trainer.telemetry): ``sealtune_trainer_step``,
 ``sealtune_trainer_planned_steps``, ``sealtune_trainer_loss_nats`` (the step's loss, already
@@ -13,19 +14,20 @@ pod that serves the endpoint, local rank 0).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import names
 from .api.v1alpha1 import FineTuneJob
 from .api.v1alpha1.finetunejob import Progress
-from .settings import Settings
+from .observe import PodObservation
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +114,15 @@ def progress(current: Sample, previous: Sample | None, processes: int) -> dict[s
     ).to_json()
 
 
-def trainer_metrics_url(namespace: str, job: str, settings: Settings) -> str:
-    """The metrics endpoint of the job's first worker, by its stable DNS name under the job's
-    headless Service (pod IPs change when a pod is replaced; this name does not)."""
-    host = f"{names.worker_hostname(job, 0)}.{names.rendezvous_service(job)}.{namespace}.svc"
-    return f"http://{host}.{settings.cluster_domain}:{settings.metrics_port}/metrics"
+def trainer_metrics_url(pods: Iterable[PodObservation], port: int) -> str | None:
+    """The metrics endpoint of the job's first worker while it runs, by its pod's IP (the pods
+    are watched, so the IP is current). Not by its name under the headless Service: each name
+    would cost a DNS lookup, which holds a thread for as long as the resolver waits."""
+    for pod in pods:
+        if pod.index == 0 and pod.phase == "Running" and pod.ip:
+            host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+            return f"http://{host}:{port}/metrics"
+    return None
 
 
 @dataclass
@@ -127,10 +133,50 @@ class ProgressReader:
     """A job's trainer is read at most once per interval; between reads its last progress holds."""
     timeout_seconds: float = 5.0
     concurrency: int = 8
+    on_moved: Callable[[Key], None] = lambda key: None
+    """Called with a followed job whose progress moved."""
     _samples: dict[Key, tuple[Sample, Sample | None]] = field(default_factory=dict)
     _tried: dict[Key, float] = field(default_factory=dict)
+    _followed: dict[Key, tuple[str, int]] = field(default_factory=dict)
+    """Per followed job, its trainer's URL and its number of processes."""
+    _follower: asyncio.Task[None] | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _session: aiohttp.ClientSession | None = None
     _limit: asyncio.Semaphore | None = None
+
+    def follow(self, key: Key, url: str, processes: int) -> None:
+        """Reads the job's trainer once per interval from now on, in the background."""
+        new = key not in self._followed
+        self._followed[key] = (url, processes)
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.get_running_loop().create_task(self._follow_all())
+        elif new:
+            self._wake.set()
+
+    def unfollow(self, key: Key) -> None:
+        self._followed.pop(key, None)
+
+    async def _follow_all(self) -> None:
+        """One loop for all followed jobs (not a task each: thousands may run): reads those
+        due, ``concurrency`` at a time, then sleeps until the next falls due or a job is added."""
+        while self._followed:
+            due = [key for key in self._followed if self.due_in(key) == 0][: self.concurrency]
+            if due:
+                for outcome in await asyncio.gather(*map(self._read_followed, due), return_exceptions=True):
+                    if isinstance(outcome, Exception):
+                        log.error("reading a trainer's progress failed unexpectedly", exc_info=outcome)
+                continue
+            self._wake.clear()
+            next_due = min(map(self.due_in, self._followed), default=self.interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=next_due)
+
+    async def _read_followed(self, key: Key) -> None:
+        url, processes = self._followed[key]
+        before = self.last(key, processes)
+        await self.read(key, url, processes, datetime.now(UTC))
+        if key in self._followed and self.last(key, processes) != before:
+            self.on_moved(key)
 
     def due_in(self, key: Key) -> float:
         """Seconds until the job's trainer may be read again (0: now)."""
@@ -159,10 +205,14 @@ class ProgressReader:
         return progress(samples[0], samples[1], processes) if samples else None
 
     def forget(self, key: Key) -> None:
+        self.unfollow(key)
         self._samples.pop(key, None)
         self._tried.pop(key, None)
 
     async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 

@@ -147,7 +147,6 @@ class Controller:
     _failures: dict[Key, int] = field(default_factory=dict)
     _vault_failures: dict[Key, int] = field(default_factory=dict)
     progress: ProgressReader = field(default_factory=ProgressReader)
-    _progress_tasks: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _settling: set[Key] = field(default_factory=set)
     _written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
@@ -166,6 +165,7 @@ class Controller:
 
     def __post_init__(self) -> None:
         self._workers = asyncio.Semaphore(self.settings.max_concurrent_applies)
+        self.progress.on_moved = self.trigger
 
     def bind(self, snapshot: Snapshot) -> None:
         """Gives the controller its views, from inside a kopf handler. Reconciles then run in
@@ -224,7 +224,6 @@ class Controller:
             timer.cancel()
         self._failures.pop(key, None)
         self._vault_failures.pop(key, None)
-        self._stop_progress(key)
         self.progress.forget(key)
         self._applied.pop(key, None)
         self._jobs_made.discard(key)
@@ -235,7 +234,7 @@ class Controller:
         self._closed = True
         for timer in self._timers.values():
             timer.cancel()
-        tasks = [*self._running.values(), *self._progress_tasks.values()]
+        tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -345,7 +344,7 @@ class Controller:
         )
         if secured is not None and secured.vault:
             status["vault"] = secured.vault
-        self._with_progress(key, job, status)
+        self._with_progress(key, job, status, pods)
         await self._write_status(key, body, old_status, status)
 
     async def _admitted(
@@ -369,11 +368,13 @@ class Controller:
             self._back_off(key, self._vault_failures, VAULT_MAX_BACKOFF_SECONDS)
         return secured
 
-    def _with_progress(self, key: Key, job: FineTuneJob, status: dict[str, Any]) -> None:
+    def _with_progress(
+        self, key: Key, job: FineTuneJob, status: dict[str, Any], pods: tuple[PodObservation, ...]
+    ) -> None:
         """A running job's status carries its trainer's progress as last read; a succeeded
         job's shows it complete (the last read may predate the last steps)."""
         if status["phase"] != "Running":
-            self._stop_progress(key)
+            self.progress.unfollow(key)
             done = status.get("progress")
             if status["phase"] == "Succeeded" and done:
                 result = status.get("result") or {}
@@ -383,36 +384,16 @@ class Controller:
                     final["loss"] = result["trainLoss"]
                 status["progress"] = {**done, **final}
             return
-        self._follow_progress(key, job)
+        # Read in the background, at the reader's bounded rate; a reconcile follows when the
+        # progress moved. A slow or silent trainer never holds up a reconcile.
+        url = trainer_metrics_url(pods, self.settings.metrics_port)
+        if url is None:
+            self.progress.unfollow(key)
+        else:
+            self.progress.follow(key, url, world_size(job))
         current = self.progress.last(key, world_size(job))
         if current is not None:
             status["progress"] = current
-
-    def _follow_progress(self, key: Key, job: FineTuneJob) -> None:
-        """Reads a running job's trainer metrics in the background, at the reader's bounded
-        rate, and reconciles the job when its progress moved: a slow or silent trainer never
-        holds up a reconcile."""
-        if key in self._progress_tasks:
-            return
-        url, processes = trainer_metrics_url(*key, self.settings), world_size(job)
-
-        async def follow() -> None:
-            try:
-                while True:
-                    before = self.progress.last(key, processes)
-                    await self.progress.read(key, url, processes, datetime.now(UTC))
-                    if self.progress.last(key, processes) != before:
-                        self.trigger(key)
-                    await asyncio.sleep(self.progress.interval_seconds)
-            finally:
-                self._progress_tasks.pop(key, None)
-
-        self._progress_tasks[key] = asyncio.get_running_loop().create_task(follow())
-
-    def _stop_progress(self, key: Key) -> None:
-        task = self._progress_tasks.pop(key, None)
-        if task is not None:
-            task.cancel()
 
     def _domain(self, name: str) -> DataDomain | None:
         assert self.snapshot is not None

@@ -112,6 +112,8 @@ async def watch_count(
         async for event in kube.watch(kind, resource_version=since):
             if event["type"] == "ERROR":
                 break
+            if event["type"] == "BOOKMARK":
+                continue
             obj = event["object"]
             uid = obj["metadata"]["uid"]
             if event["type"] != "DELETED" and test(obj):

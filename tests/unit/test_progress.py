@@ -12,7 +12,8 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from sealtune.api.v1alpha1.finetunejob import Progress
-from sealtune.progress import ProgressReader, Sample, parse, progress
+from sealtune.observe import PodObservation
+from sealtune.progress import ProgressReader, Sample, parse, progress, trainer_metrics_url
 from sealtune_trainer.telemetry import Metrics
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -156,3 +157,65 @@ async def gives_up_on_silence() -> None:
     finally:
         await reader.close()
         server.close()
+
+
+def worker(index: int, phase: str = "Running", ip: str | None = "10.1.2.3") -> PodObservation:
+    return PodObservation(
+        name=f"job-{index}",
+        index=index,
+        node_name="n",
+        phase=phase,
+        runtime_class=None,
+        unschedulable=None,
+        ip=ip,
+    )
+
+
+def test_the_trainer_is_read_at_its_first_running_workers_ip() -> None:
+    assert trainer_metrics_url([worker(1), worker(0, ip="10.0.0.7")], 9400) == "http://10.0.0.7:9400/metrics"
+    assert trainer_metrics_url([worker(0, ip="fd00::7")], 9400) == "http://[fd00::7]:9400/metrics"
+    assert trainer_metrics_url([worker(0, phase="Pending"), worker(1)], 9400) is None
+    assert trainer_metrics_url([worker(0, ip=None)], 9400) is None
+
+
+def test_one_loop_follows_many_jobs_and_says_when_progress_moved() -> None:
+    asyncio.run(follows_many_jobs())
+
+
+async def follows_many_jobs() -> None:
+    steps = {"a": 10, "b": 10, "c": 10}
+    served: list[str] = []
+
+    async def metrics(request: web.Request) -> web.Response:
+        job = request.match_info["job"]
+        served.append(job)
+        return web.Response(text=exposition(steps[job], 100, 2.0, 100.0))
+
+    app = web.Application()
+    app.router.add_get("/{job}/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    moved: list[tuple[str, str]] = []
+    reader = ProgressReader(interval_seconds=0.2, timeout_seconds=2, concurrency=2, on_moved=moved.append)
+    try:
+        for job in steps:
+            reader.follow(("ns", job), f"http://127.0.0.1:{port}/{job}/metrics", 1)
+        await asyncio.sleep(0.1)
+        # All three read once, two at a time, and each first read is news.
+        assert sorted(served) == ["a", "b", "c"] and sorted(moved) == [("ns", "a"), ("ns", "b"), ("ns", "c")]
+        ours = [t for t in asyncio.all_tasks() if "ProgressReader" in t.get_coro().__qualname__]  # type: ignore[union-attr]
+        assert len(ours) == 1  # one loop, not a task per job
+        steps["b"] = 20
+        reader.unfollow(("ns", "c"))
+        moved.clear()
+        await asyncio.sleep(0.3)
+        # Read again after the interval; only b moved, and c is no longer read.
+        assert moved == [("ns", "b")]
+        assert served.count("a") == 2 and served.count("c") == 1
+        assert reader.last(("ns", "b"), 1)["step"] == 20  # type: ignore[index]
+    finally:
+        await reader.close()
+        await runner.cleanup()
