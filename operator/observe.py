@@ -13,7 +13,7 @@ STARTING = ("ContainerCreating", "PodInitializing")
 """Waiting reasons that are just a container on its way up, not news."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobObservation:
     uid: str
     suspended: bool
@@ -29,7 +29,7 @@ class JobObservation:
     finished: tuple[str, str, str] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodObservation:
     name: str
     index: int
@@ -49,7 +49,7 @@ class PodObservation:
     ip: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
     job: JobObservation | None = None
     pods: tuple[PodObservation, ...] = field(default_factory=tuple)

@@ -142,7 +142,10 @@ class Controller:
     publisher: Publisher
     audit: AuditLog
     snapshot: Snapshot | None = None
-    _running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    _queue: asyncio.Queue[Key] = field(default_factory=asyncio.Queue)
+    _queued: set[Key] = field(default_factory=set)
+    _active: set[Key] = field(default_factory=set)
+    _workers: list[asyncio.Task[None]] = field(default_factory=list)
     _dirty: set[Key] = field(default_factory=set)
     _failures: dict[Key, int] = field(default_factory=dict)
     _vault_failures: dict[Key, int] = field(default_factory=dict)
@@ -161,16 +164,14 @@ class Controller:
     """Parsed DataDomains by name, with the resourceVersion they were parsed from."""
     _closed: bool = False
     _context: contextvars.Context | None = None
-    _workers: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
-        self._workers = asyncio.Semaphore(self.settings.max_concurrent_applies)
         self.progress.on_moved = self.trigger
 
     def bind(self, snapshot: Snapshot) -> None:
-        """Gives the controller its views, from inside a kopf handler. Reconciles then run in
-        that handler's context, where kopf.event finds its queue, whatever triggers them: the
-        informers' callbacks run outside kopf's."""
+        """Gives the controller its views, from inside a kopf handler. The reconcile workers
+        then run in that handler's context, where kopf.event finds its queue, whatever triggers
+        them: the informers' callbacks run outside kopf's."""
         self.snapshot = snapshot
         self._context = contextvars.copy_context()
 
@@ -188,15 +189,35 @@ class Controller:
         self._jobs_made.discard(key)
 
     def trigger(self, key: Key) -> None:
-        """Reconciles the job soon; triggers that arrive while it runs fold into one more run.
-        Before kopf's first event binds the snapshot there is nothing to read, and none is
-        needed: kopf's listing of FineTuneJobs, which binds it, triggers every job."""
+        """Queues the job for a reconcile: once, however often it is triggered while it waits,
+        and once more if triggered while it runs. Before kopf's first event binds the snapshot
+        there is nothing to read, and none is needed: kopf's listing of FineTuneJobs, which
+        binds it, triggers every job."""
         if self._closed or self.snapshot is None:
             return
-        if key in self._running:
+        if key in self._active:
             self._dirty.add(key)
-            return
-        self._running[key] = asyncio.get_running_loop().create_task(self._run(key), context=self._context)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+            if not self._workers:
+                loop = asyncio.get_running_loop()
+                self._workers = [
+                    loop.create_task(self._work(), context=self._context)
+                    for _ in range(self.settings.max_concurrent_reconciles)
+                ]
+
+    async def _work(self) -> None:
+        """One of a fixed number of workers. A burst of thousands of new jobs waits in the
+        queue as their keys, not as thousands of reconciles each holding its parsed job."""
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._active.add(key)
+            try:
+                await self._run(key)
+            finally:
+                self._active.discard(key)
 
     def trigger_soon(self, key: Key) -> None:
         """For news about a job's pods or batch Job: waits a moment so a burst of such events
@@ -234,39 +255,35 @@ class Controller:
         self._closed = True
         for timer in self._timers.values():
             timer.cancel()
-        tasks = list(self._running.values())
-        for task in tasks:
+        for task in self._workers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._workers, return_exceptions=True)
         await self.progress.close()
         await self.kube.close()
 
     async def _run(self, key: Key) -> None:
-        try:
-            while True:
-                self._dirty.discard(key)
-                try:
-                    with metrics.reconcile_timer("FineTuneJob"):
-                        await self.reconcile(key)
-                    self._failures.pop(key, None)
-                except Conflict:
-                    # Someone wrote the job since our view of it; the watch brings the news.
-                    self.trigger_later(key, 1.0)
-                except (ApiError, OSError, TimeoutError, VaultProblem, SigningError, AuditError) as error:
-                    if isinstance(error, ApiError) and error.status in PERMANENT_API_STATUSES:
-                        self._refused(key, error)
-                    else:
-                        delay = self._back_off(key)
-                        log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, error, delay)
-                except Exception:
-                    # A bug or an answer nobody foresaw: say so loudly, and retry with backoff
-                    # rather than let the job's reconcile die unnoticed.
+        while True:
+            self._dirty.discard(key)
+            try:
+                with metrics.reconcile_timer("FineTuneJob"):
+                    await self.reconcile(key)
+                self._failures.pop(key, None)
+            except Conflict:
+                # Someone wrote the job since our view of it; the watch brings the news.
+                self.trigger_later(key, 1.0)
+            except (ApiError, OSError, TimeoutError, VaultProblem, SigningError, AuditError) as error:
+                if isinstance(error, ApiError) and error.status in PERMANENT_API_STATUSES:
+                    self._refused(key, error)
+                else:
                     delay = self._back_off(key)
-                    log.exception("reconcile of %s/%s failed unexpectedly; retrying in %.0f s", *key, delay)
-                if key not in self._dirty:
-                    break
-        finally:
-            self._running.pop(key, None)
+                    log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, error, delay)
+            except Exception:
+                # A bug or an answer nobody foresaw: say so loudly, and retry with backoff
+                # rather than let the job's reconcile die unnoticed.
+                delay = self._back_off(key)
+                log.exception("reconcile of %s/%s failed unexpectedly; retrying in %.0f s", *key, delay)
+            if key not in self._dirty:
+                break
 
     def _back_off(
         self, key: Key, failures: dict[Key, int] | None = None, cap: float = MAX_BACKOFF_SECONDS
@@ -431,23 +448,20 @@ class Controller:
         inputs = (meta.get("uid"), meta.get("generation"), self._domain_version(domain), wrapped)
         applied = self._applied.get(key)
         if applied is None or applied[0] != inputs:
-            # Building and sending children is what a burst of new jobs holds in memory: only
-            # so many at once. A running job's reconcile, with nothing to rebuild, never waits.
-            async with self._workers:
-                companions = [
-                    child
-                    for child in builders.desired_children(job, domain, self.settings, wrapped)
-                    if child["kind"] != "Job"
-                    and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
-                ]
-                digest = desired_hash(companions)
-                if digest not in (applied and applied[1], batch.desired_hash if batch else None):
-                    await asyncio.gather(*(self.kube.apply(child) for child in companions))
-                    if batch is not None:
-                        annotations = {names.ANNOTATION_DESIRED_HASH: digest}
-                        await self.kube.merge_patch(
-                            "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
-                        )
+            companions = [
+                child
+                for child in builders.desired_children(job, domain, self.settings, wrapped)
+                if child["kind"] != "Job"
+                and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
+            ]
+            digest = desired_hash(companions)
+            if digest not in (applied and applied[1], batch.desired_hash if batch else None):
+                await asyncio.gather(*(self.kube.apply(child) for child in companions))
+                if batch is not None:
+                    annotations = {names.ANNOTATION_DESIRED_HASH: digest}
+                    await self.kube.merge_patch(
+                        "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
+                    )
             applied = self._applied[key] = (inputs, digest)
         await self._apply_job(key, job, domain, batch, applied[1])
 
@@ -459,10 +473,9 @@ class Controller:
         if batch is None:
             if key in self._jobs_made:
                 return  # made by us moments ago; the watch has not shown it yet
-            async with self._workers:
-                desired = indexed_job(job, domain, self.settings)
-                desired["metadata"]["annotations"] = {names.ANNOTATION_DESIRED_HASH: digest}
-                await self.kube.apply(desired)
+            desired = indexed_job(job, domain, self.settings)
+            desired["metadata"]["annotations"] = {names.ANNOTATION_DESIRED_HASH: digest}
+            await self.kube.apply(desired)
             self._jobs_made.add(key)
             return
         if job.spec.scheduling.queue_name is None and batch.suspended != job.spec.scheduling.suspend:
