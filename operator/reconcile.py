@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import itertools
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -51,6 +52,9 @@ VAULT_MAX_BACKOFF_SECONDS = 30.0
 SETTLE_SECONDS = 2.0
 PERMANENT_REFUSALS = ("ResultInvalid", "ArtifactNameTaken")
 """Published reasons no retry changes: the job is not signed, and says why."""
+RECONCILE, WRITE_STATUS = 0, 1
+"""Ranks in the work queue: workers take every waiting reconcile before any deferred status
+write."""
 NEWS_WHEN_TRUE = ("PolicyAdmitted", "Running", "Succeeded", "Failed", "Suspended", "Published")
 
 
@@ -142,9 +146,13 @@ class Controller:
     publisher: Publisher
     audit: AuditLog
     snapshot: Snapshot | None = None
-    _queue: asyncio.Queue[Key] = field(default_factory=asyncio.Queue)
+    _queue: asyncio.PriorityQueue[tuple[int, int, Key]] = field(default_factory=asyncio.PriorityQueue)
+    _order: itertools.count[int] = field(default_factory=itertools.count)
     _queued: set[Key] = field(default_factory=set)
     _active: set[Key] = field(default_factory=set)
+    _deferred: dict[Key, tuple[Packed, dict[str, Any]]] = field(default_factory=dict)
+    """Per job, the status its last reconcile computed and the job (compact) it computed it
+    from, until a worker writes it."""
     _workers: list[asyncio.Task[None]] = field(default_factory=list)
     _dirty: set[Key] = field(default_factory=set)
     _failures: dict[Key, int] = field(default_factory=dict)
@@ -199,25 +207,38 @@ class Controller:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._queue.put_nowait(key)
-            if not self._workers:
-                loop = asyncio.get_running_loop()
-                self._workers = [
-                    loop.create_task(self._work(), context=self._context)
-                    for _ in range(self.settings.max_concurrent_reconciles)
-                ]
+            self._enqueue(RECONCILE, key)
+
+    def _enqueue(self, rank: int, key: Key) -> None:
+        self._queue.put_nowait((rank, next(self._order), key))
+        if not self._workers:
+            loop = asyncio.get_running_loop()
+            self._workers = [
+                loop.create_task(self._work(), context=self._context)
+                for _ in range(self.settings.max_concurrent_reconciles)
+            ]
 
     async def _work(self) -> None:
         """One of a fixed number of workers. A burst of thousands of new jobs waits in the
-        queue as their keys, not as thousands of reconciles each holding its parsed job."""
+        queue as their keys, not as thousands of reconciles each holding its parsed job. A
+        reconcile's status write goes back into the queue, behind every waiting reconcile: in a
+        burst all jobs' children go first, yet no worker sits waiting to write a status. The job
+        counts as running until its status is written, so it is never reconciled twice at once."""
         while True:
-            key = await self._queue.get()
-            self._queued.discard(key)
-            self._active.add(key)
-            try:
+            rank, _, key = await self._queue.get()
+            if rank == RECONCILE:
+                self._queued.discard(key)
+                self._active.add(key)
                 await self._run(key)
-            finally:
-                self._active.discard(key)
+                if key in self._deferred:
+                    self._enqueue(WRITE_STATUS, key)
+                    continue
+            else:
+                await self._attempt(key, self._write_deferred(key))
+            self._active.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.trigger(key)
 
     def trigger_soon(self, key: Key) -> None:
         """For news about a job's pods or batch Job: waits a moment so a burst of such events
@@ -249,6 +270,7 @@ class Controller:
         self._applied.pop(key, None)
         self._jobs_made.discard(key)
         self._written.pop(key, None)
+        self._deferred.pop(key, None)
 
     async def close(self) -> None:
         """Stops every reconcile, timer and progress reader, before the clients they use close."""
@@ -264,26 +286,34 @@ class Controller:
     async def _run(self, key: Key) -> None:
         while True:
             self._dirty.discard(key)
-            try:
-                with metrics.reconcile_timer("FineTuneJob"):
-                    await self.reconcile(key)
-                self._failures.pop(key, None)
-            except Conflict:
-                # Someone wrote the job since our view of it; the watch brings the news.
-                self.trigger_later(key, 1.0)
-            except (ApiError, OSError, TimeoutError, VaultProblem, SigningError, AuditError) as error:
-                if isinstance(error, ApiError) and error.status in PERMANENT_API_STATUSES:
-                    self._refused(key, error)
-                else:
-                    delay = self._back_off(key)
-                    log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, error, delay)
-            except Exception:
-                # A bug or an answer nobody foresaw: say so loudly, and retry with backoff
-                # rather than let the job's reconcile die unnoticed.
-                delay = self._back_off(key)
-                log.exception("reconcile of %s/%s failed unexpectedly; retrying in %.0f s", *key, delay)
+            await self._attempt(key, self._timed_reconcile(key))
             if key not in self._dirty:
                 break
+
+    async def _timed_reconcile(self, key: Key) -> None:
+        with metrics.reconcile_timer("FineTuneJob"):
+            await self.reconcile(key)
+
+    async def _attempt(self, key: Key, work: Awaitable[None]) -> None:
+        """Runs a reconcile, or a status write it deferred; what fails is retried with backoff,
+        unless the API server refused it as invalid."""
+        try:
+            await work
+            self._failures.pop(key, None)
+        except Conflict:
+            # Someone wrote the job since our view of it; the watch brings the news.
+            self.trigger_later(key, 1.0)
+        except (ApiError, OSError, TimeoutError, VaultProblem, SigningError, AuditError) as error:
+            if isinstance(error, ApiError) and error.status in PERMANENT_API_STATUSES:
+                self._refused(key, error)
+            else:
+                delay = self._back_off(key)
+                log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, error, delay)
+        except Exception:
+            # A bug or an answer nobody foresaw: say so loudly, and retry with backoff
+            # rather than let the job's reconcile die unnoticed.
+            delay = self._back_off(key)
+            log.exception("reconcile of %s/%s failed unexpectedly; retrying in %.0f s", *key, delay)
 
     def _back_off(
         self, key: Key, failures: dict[Key, int] | None = None, cap: float = MAX_BACKOFF_SECONDS
@@ -362,7 +392,10 @@ class Controller:
         if secured is not None and secured.vault:
             status["vault"] = secured.vault
         self._with_progress(key, job, status, pods)
-        await self._write_status(key, body, old_status, status)
+        if status == old_status:
+            self._deferred.pop(key, None)
+        else:
+            self._deferred[key] = (Packed.of(body), status)
 
     async def _admitted(
         self,
@@ -482,6 +515,12 @@ class Controller:
             await self.kube.merge_patch(
                 "Job", names.batch_job(key[1]), key[0], {"spec": {"suspend": job.spec.scheduling.suspend}}
             )
+
+    async def _write_deferred(self, key: Key) -> None:
+        deferred = self._deferred.pop(key, None)
+        if deferred is not None:  # else the job is gone, or a later pass found nothing to write
+            body = deferred[0].body()
+            await self._write_status(key, body, dict(body.get("status") or {}), deferred[1])
 
     async def _write_status(
         self, key: Key, body: Mapping[str, Any], old: dict[str, Any], new: dict[str, Any]
