@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
-import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -52,9 +51,6 @@ VAULT_MAX_BACKOFF_SECONDS = 30.0
 SETTLE_SECONDS = 2.0
 PERMANENT_REFUSALS = ("ResultInvalid", "ArtifactNameTaken")
 """Published reasons no retry changes: the job is not signed, and says why."""
-RECONCILE, WRITE_STATUS = 0, 1
-"""Ranks in the work queue: workers take every waiting reconcile before any deferred status
-write."""
 NEWS_WHEN_TRUE = ("PolicyAdmitted", "Running", "Succeeded", "Failed", "Suspended", "Published")
 
 
@@ -146,14 +142,7 @@ class Controller:
     publisher: Publisher
     audit: AuditLog
     snapshot: Snapshot | None = None
-    _queue: asyncio.PriorityQueue[tuple[int, int, Key]] = field(default_factory=asyncio.PriorityQueue)
-    _order: itertools.count[int] = field(default_factory=itertools.count)
-    _queued: set[Key] = field(default_factory=set)
-    _active: set[Key] = field(default_factory=set)
-    _deferred: dict[Key, tuple[Packed, dict[str, Any]]] = field(default_factory=dict)
-    """Per job, the status its last reconcile computed and the job (compact) it computed it
-    from, until a worker writes it."""
-    _workers: list[asyncio.Task[None]] = field(default_factory=list)
+    _running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _dirty: set[Key] = field(default_factory=set)
     _failures: dict[Key, int] = field(default_factory=dict)
     _vault_failures: dict[Key, int] = field(default_factory=dict)
@@ -172,14 +161,16 @@ class Controller:
     """Parsed DataDomains by name, with the resourceVersion they were parsed from."""
     _closed: bool = False
     _context: contextvars.Context | None = None
+    _workers: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
+        self._workers = asyncio.Semaphore(self.settings.max_concurrent_applies)
         self.progress.on_moved = self.trigger
 
     def bind(self, snapshot: Snapshot) -> None:
-        """Gives the controller its views, from inside a kopf handler. The reconcile workers
-        then run in that handler's context, where kopf.event finds its queue, whatever triggers
-        them: the informers' callbacks run outside kopf's."""
+        """Gives the controller its views, from inside a kopf handler. Reconciles then run in
+        that handler's context, where kopf.event finds its queue, whatever triggers them: the
+        informers' callbacks run outside kopf's."""
         self.snapshot = snapshot
         self._context = contextvars.copy_context()
 
@@ -197,48 +188,15 @@ class Controller:
         self._jobs_made.discard(key)
 
     def trigger(self, key: Key) -> None:
-        """Queues the job for a reconcile: once, however often it is triggered while it waits,
-        and once more if triggered while it runs. Before kopf's first event binds the snapshot
-        there is nothing to read, and none is needed: kopf's listing of FineTuneJobs, which
-        binds it, triggers every job."""
+        """Reconciles the job soon; triggers that arrive while it runs fold into one more run.
+        Before kopf's first event binds the snapshot there is nothing to read, and none is
+        needed: kopf's listing of FineTuneJobs, which binds it, triggers every job."""
         if self._closed or self.snapshot is None:
             return
-        if key in self._active:
+        if key in self._running:
             self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._enqueue(RECONCILE, key)
-
-    def _enqueue(self, rank: int, key: Key) -> None:
-        self._queue.put_nowait((rank, next(self._order), key))
-        if not self._workers:
-            loop = asyncio.get_running_loop()
-            self._workers = [
-                loop.create_task(self._work(), context=self._context)
-                for _ in range(self.settings.max_concurrent_reconciles)
-            ]
-
-    async def _work(self) -> None:
-        """One of a fixed number of workers. A burst of thousands of new jobs waits in the
-        queue as their keys, not as thousands of reconciles each holding its parsed job. A
-        reconcile's status write goes back into the queue, behind every waiting reconcile: in a
-        burst all jobs' children go first, yet no worker sits waiting to write a status. The job
-        counts as running until its status is written, so it is never reconciled twice at once."""
-        while True:
-            rank, _, key = await self._queue.get()
-            if rank == RECONCILE:
-                self._queued.discard(key)
-                self._active.add(key)
-                await self._run(key)
-                if key in self._deferred:
-                    self._enqueue(WRITE_STATUS, key)
-                    continue
-            else:
-                await self._attempt(key, self._write_deferred(key))
-            self._active.discard(key)
-            if key in self._dirty:
-                self._dirty.discard(key)
-                self.trigger(key)
+            return
+        self._running[key] = asyncio.get_running_loop().create_task(self._run(key), context=self._context)
 
     def trigger_soon(self, key: Key) -> None:
         """For news about a job's pods or batch Job: waits a moment so a burst of such events
@@ -270,50 +228,45 @@ class Controller:
         self._applied.pop(key, None)
         self._jobs_made.discard(key)
         self._written.pop(key, None)
-        self._deferred.pop(key, None)
 
     async def close(self) -> None:
         """Stops every reconcile, timer and progress reader, before the clients they use close."""
         self._closed = True
         for timer in self._timers.values():
             timer.cancel()
-        for task in self._workers:
+        tasks = list(self._running.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.progress.close()
         await self.kube.close()
 
     async def _run(self, key: Key) -> None:
-        while True:
-            self._dirty.discard(key)
-            await self._attempt(key, self._timed_reconcile(key))
-            if key not in self._dirty:
-                break
-
-    async def _timed_reconcile(self, key: Key) -> None:
-        with metrics.reconcile_timer("FineTuneJob"):
-            await self.reconcile(key)
-
-    async def _attempt(self, key: Key, work: Awaitable[None]) -> None:
-        """Runs a reconcile, or a status write it deferred; what fails is retried with backoff,
-        unless the API server refused it as invalid."""
         try:
-            await work
-            self._failures.pop(key, None)
-        except Conflict:
-            # Someone wrote the job since our view of it; the watch brings the news.
-            self.trigger_later(key, 1.0)
-        except (ApiError, OSError, TimeoutError, VaultProblem, SigningError, AuditError) as error:
-            if isinstance(error, ApiError) and error.status in PERMANENT_API_STATUSES:
-                self._refused(key, error)
-            else:
-                delay = self._back_off(key)
-                log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, error, delay)
-        except Exception:
-            # A bug or an answer nobody foresaw: say so loudly, and retry with backoff
-            # rather than let the job's reconcile die unnoticed.
-            delay = self._back_off(key)
-            log.exception("reconcile of %s/%s failed unexpectedly; retrying in %.0f s", *key, delay)
+            while True:
+                self._dirty.discard(key)
+                try:
+                    with metrics.reconcile_timer("FineTuneJob"):
+                        await self.reconcile(key)
+                    self._failures.pop(key, None)
+                except Conflict:
+                    # Someone wrote the job since our view of it; the watch brings the news.
+                    self.trigger_later(key, 1.0)
+                except (ApiError, OSError, TimeoutError, VaultProblem, SigningError, AuditError) as error:
+                    if isinstance(error, ApiError) and error.status in PERMANENT_API_STATUSES:
+                        self._refused(key, error)
+                    else:
+                        delay = self._back_off(key)
+                        log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, error, delay)
+                except Exception:
+                    # A bug or an answer nobody foresaw: say so loudly, and retry with backoff
+                    # rather than let the job's reconcile die unnoticed.
+                    delay = self._back_off(key)
+                    log.exception("reconcile of %s/%s failed unexpectedly; retrying in %.0f s", *key, delay)
+                if key not in self._dirty:
+                    break
+        finally:
+            self._running.pop(key, None)
 
     def _back_off(
         self, key: Key, failures: dict[Key, int] | None = None, cap: float = MAX_BACKOFF_SECONDS
@@ -392,10 +345,7 @@ class Controller:
         if secured is not None and secured.vault:
             status["vault"] = secured.vault
         self._with_progress(key, job, status, pods)
-        if status == old_status:
-            self._deferred.pop(key, None)
-        else:
-            self._deferred[key] = (Packed.of(body), status)
+        await self._write_status(key, body, old_status, status)
 
     async def _admitted(
         self,
@@ -481,20 +431,23 @@ class Controller:
         inputs = (meta.get("uid"), meta.get("generation"), self._domain_version(domain), wrapped)
         applied = self._applied.get(key)
         if applied is None or applied[0] != inputs:
-            companions = [
-                child
-                for child in builders.desired_children(job, domain, self.settings, wrapped)
-                if child["kind"] != "Job"
-                and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
-            ]
-            digest = desired_hash(companions)
-            if digest not in (applied and applied[1], batch.desired_hash if batch else None):
-                await asyncio.gather(*(self.kube.apply(child) for child in companions))
-                if batch is not None:
-                    annotations = {names.ANNOTATION_DESIRED_HASH: digest}
-                    await self.kube.merge_patch(
-                        "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
-                    )
+            # Building and sending children is what a burst of new jobs holds in memory: only
+            # so many at once. A running job's reconcile, with nothing to rebuild, never waits.
+            async with self._workers:
+                companions = [
+                    child
+                    for child in builders.desired_children(job, domain, self.settings, wrapped)
+                    if child["kind"] != "Job"
+                    and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
+                ]
+                digest = desired_hash(companions)
+                if digest not in (applied and applied[1], batch.desired_hash if batch else None):
+                    await asyncio.gather(*(self.kube.apply(child) for child in companions))
+                    if batch is not None:
+                        annotations = {names.ANNOTATION_DESIRED_HASH: digest}
+                        await self.kube.merge_patch(
+                            "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
+                        )
             applied = self._applied[key] = (inputs, digest)
         await self._apply_job(key, job, domain, batch, applied[1])
 
@@ -506,21 +459,16 @@ class Controller:
         if batch is None:
             if key in self._jobs_made:
                 return  # made by us moments ago; the watch has not shown it yet
-            desired = indexed_job(job, domain, self.settings)
-            desired["metadata"]["annotations"] = {names.ANNOTATION_DESIRED_HASH: digest}
-            await self.kube.apply(desired)
+            async with self._workers:
+                desired = indexed_job(job, domain, self.settings)
+                desired["metadata"]["annotations"] = {names.ANNOTATION_DESIRED_HASH: digest}
+                await self.kube.apply(desired)
             self._jobs_made.add(key)
             return
         if job.spec.scheduling.queue_name is None and batch.suspended != job.spec.scheduling.suspend:
             await self.kube.merge_patch(
                 "Job", names.batch_job(key[1]), key[0], {"spec": {"suspend": job.spec.scheduling.suspend}}
             )
-
-    async def _write_deferred(self, key: Key) -> None:
-        deferred = self._deferred.pop(key, None)
-        if deferred is not None:  # else the job is gone, or a later pass found nothing to write
-            body = deferred[0].body()
-            await self._write_status(key, body, dict(body.get("status") or {}), deferred[1])
 
     async def _write_status(
         self, key: Key, body: Mapping[str, Any], old: dict[str, Any], new: dict[str, Any]

@@ -99,10 +99,10 @@ class Settings(BaseModel):
     max_api_concurrency: int = Field(32, ge=1, le=1024)
     """Requests in flight to the API server at once; more wait (429s are honoured as well)."""
 
-    max_concurrent_reconciles: int = Field(64, ge=1, le=4096)
-    """FineTuneJobs reconciled at once, by as many workers; more wait their turn in a queue,
-    as keys. Twice the API concurrency keeps every request slot busy, while a burst of thousands
-    of new jobs holds the parsed objects of only this many in memory."""
+    max_concurrent_applies: int = Field(64, ge=1, le=4096)
+    """FineTuneJobs whose children are built and sent at once; more wait their turn. Twice the
+    API concurrency keeps every request slot busy, while a burst of thousands of new jobs holds
+    the desired objects of only this many in memory."""
 
     peering_name: str | None = None
     """kopf peering object's name for several replicas with one active; None runs standalone."""
