@@ -4,6 +4,8 @@ reader's bounded rate, against the exposition the trainer's own Metrics class wr
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +19,20 @@ from sealtune.progress import ProgressReader, Sample, parse, progress, trainer_m
 from sealtune_trainer.telemetry import Metrics
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@contextlib.asynccontextmanager
+async def serving(path: str, handler: Any) -> AsyncIterator[int]:
+    """A local HTTP server answering GET ``path``; yields its port."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
 
 
 def exposition(step: int = 0, planned: int = 0, loss: float = 0.0, rate: float = 0.0) -> str:
@@ -111,34 +127,27 @@ async def reads_at_a_bounded_rate() -> None:
         served["requests"] += 1
         return web.Response(text=served["text"])
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    reader = ProgressReader(interval_seconds=0.3, timeout_seconds=2)
-    key, url = ("ns", "job"), f"http://127.0.0.1:{port}/metrics"
-    try:
-        first = await reader.read(key, url, 2, T0)
-        assert first is not None and first["step"] == 10 and first["tokensPerSecond"] == 200.0
-        served["text"] = exposition(20, 100, 1.0, 100.0)
-        # Within the interval: no request, the last progress.
-        assert await reader.read(key, url, 2, T0 + timedelta(seconds=10)) == first
-        assert served["requests"] == 1
-        await asyncio.sleep(reader.due_in(key) + 0.05)
-        second = await reader.read(key, url, 2, T0 + timedelta(seconds=10))
-        assert second is not None and second["step"] == 20 and second["etaSeconds"] == 80
-        # A trainer that stops answering keeps the last progress.
-        await asyncio.sleep(reader.due_in(key) + 0.05)
-        served["text"] = "not metrics"
-        assert await reader.read(key, url, 2, T0 + timedelta(seconds=20)) == second
-        reader.forget(key)
-        assert await reader.read(key, url, 2, T0 + timedelta(seconds=30)) is None
-    finally:
-        await reader.close()
-        await runner.cleanup()
+    async with serving("/metrics", metrics) as port:
+        reader = ProgressReader(interval_seconds=0.3, timeout_seconds=2)
+        key, url = ("ns", "job"), f"http://127.0.0.1:{port}/metrics"
+        try:
+            first = await reader.read(key, url, 2, T0)
+            assert first is not None and first["step"] == 10 and first["tokensPerSecond"] == 200.0
+            served["text"] = exposition(20, 100, 1.0, 100.0)
+            # Within the interval: no request, the last progress.
+            assert await reader.read(key, url, 2, T0 + timedelta(seconds=10)) == first
+            assert served["requests"] == 1
+            await asyncio.sleep(reader.due_in(key) + 0.05)
+            second = await reader.read(key, url, 2, T0 + timedelta(seconds=10))
+            assert second is not None and second["step"] == 20 and second["etaSeconds"] == 80
+            # A trainer that stops answering keeps the last progress.
+            await asyncio.sleep(reader.due_in(key) + 0.05)
+            served["text"] = "not metrics"
+            assert await reader.read(key, url, 2, T0 + timedelta(seconds=20)) == second
+            reader.forget(key)
+            assert await reader.read(key, url, 2, T0 + timedelta(seconds=30)) is None
+        finally:
+            await reader.close()
 
 
 async def gives_up_on_silence() -> None:
@@ -191,31 +200,28 @@ async def follows_many_jobs() -> None:
         served.append(job)
         return web.Response(text=exposition(steps[job], 100, 2.0, 100.0))
 
-    app = web.Application()
-    app.router.add_get("/{job}/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    moved: list[tuple[str, str]] = []
-    reader = ProgressReader(interval_seconds=0.2, timeout_seconds=2, concurrency=2, on_moved=moved.append)
-    try:
-        for job in steps:
-            reader.follow(("ns", job), f"http://127.0.0.1:{port}/{job}/metrics", 1)
-        await asyncio.sleep(0.1)
-        # All three read once, two at a time, and each first read is news.
-        assert sorted(served) == ["a", "b", "c"] and sorted(moved) == [("ns", "a"), ("ns", "b"), ("ns", "c")]
-        ours = [t for t in asyncio.all_tasks() if "ProgressReader" in t.get_coro().__qualname__]  # type: ignore[union-attr]
-        assert len(ours) == 1  # one loop, not a task per job
-        steps["b"] = 20
-        reader.unfollow(("ns", "c"))
-        moved.clear()
-        await asyncio.sleep(0.3)
-        # Read again after the interval; only b moved, and c is no longer read.
-        assert moved == [("ns", "b")]
-        assert served.count("a") == 2 and served.count("c") == 1
-        assert reader.last(("ns", "b"), 1)["step"] == 20  # type: ignore[index]
-    finally:
-        await reader.close()
-        await runner.cleanup()
+    async with serving("/{job}/metrics", metrics) as port:
+        moved: list[tuple[str, str]] = []
+        reader = ProgressReader(interval_seconds=0.2, timeout_seconds=2, concurrency=2, on_moved=moved.append)
+        try:
+            for job in steps:
+                reader.follow(("ns", job), f"http://127.0.0.1:{port}/{job}/metrics", 1)
+            await asyncio.sleep(0.1)
+            # All three read once, two at a time, and each first read is news.
+            assert sorted(served) == ["a", "b", "c"] and sorted(moved) == [
+                ("ns", "a"),
+                ("ns", "b"),
+                ("ns", "c"),
+            ]
+            ours = [t for t in asyncio.all_tasks() if "ProgressReader" in t.get_coro().__qualname__]  # type: ignore[union-attr]
+            assert len(ours) == 1  # one loop, not a task per job
+            steps["b"] = 20
+            reader.unfollow(("ns", "c"))
+            moved.clear()
+            await asyncio.sleep(0.3)
+            # Read again after the interval; only b moved, and c is no longer read.
+            assert moved == [("ns", "b")]
+            assert served.count("a") == 2 and served.count("c") == 1
+            assert reader.last(("ns", "b"), 1)["step"] == 20  # type: ignore[index]
+        finally:
+            await reader.close()
