@@ -114,6 +114,16 @@ def progress(current: Sample, previous: Sample | None, processes: int) -> dict[s
     ).to_json()
 
 
+def _moved(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+    """Whether a read brought news: a fresh read of a trainer that stands still changes only
+    ``updatedAt``, and a status write for that, every interval for every job, would be noise."""
+
+    def news(progress: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if progress is None else {k: v for k, v in progress.items() if k != "updatedAt"}
+
+    return news(before) != news(after)
+
+
 def trainer_metrics_url(pods: Iterable[PodObservation], port: int) -> str | None:
     """The metrics endpoint of the job's first worker while it runs, by its pod's IP (the pods
     are watched, so the IP is current). Not by its name under the headless Service: each name
@@ -174,8 +184,8 @@ class ProgressReader:
     async def _read_followed(self, key: Key) -> None:
         url, processes = self._followed[key]
         before = self.last(key, processes)
-        await self.read(key, url, processes, datetime.now(UTC))
-        if key in self._followed and self.last(key, processes) != before:
+        after = await self.read(key, url, processes, datetime.now(UTC))
+        if key in self._followed and _moved(before, after):
             self.on_moved(key)
 
     def due_in(self, key: Key) -> float:
