@@ -1,12 +1,12 @@
-"""The operator's own informers: list, then watch, one kind of object under a label selector,
-keeping of each object only what a transform makes of it, grouped by the FineTuneJob it
-belongs to.
+"""The operator's own informers: list, then watch, one kind of object (under a label selector,
+where one is given), keeping of each object only what a transform makes of it, grouped by the
+FineTuneJob it belongs to.
 
-For the kinds a job has one or more of (its batch Job, its pods). kopf would give each such
-object a worker, a memory and a queue of whole parsed events; at thousands of jobs a burst of
-pod events then sat in those queues as tens of megabytes of parsed JSON
-(hack/bench/operator_create.py under memray). Here each event is parsed, reduced and dropped by
-the loop that reads the stream: a burst costs time, never memory.
+For the kinds there are thousands of: FineTuneJobs, and the batch Jobs and pods each job has one
+or more of. kopf would give each such object a worker, a memory and a queue of whole parsed
+events; at thousands of jobs a burst of events then sat in those queues as tens of megabytes of
+parsed JSON (hack/bench/operator_create.py under memray). Here each event is parsed, reduced
+and dropped by the loop that reads the stream: a burst costs time, never memory.
 
 The protocol is client-go's reflector: a paged list gives a consistent snapshot and its
 resourceVersion; the watch goes on from there, with bookmarks; when that version has expired
@@ -67,14 +67,15 @@ class Informer(Generic[V]):
         kube: KubeClient,
         kind: str,
         *,
-        label: str,
+        label: str | None,
         transform: Callable[[dict[str, Any]], V],
         on_event: OnEvent,
         namespaces: tuple[str, ...] = (),
         page_size: int = 200,
     ) -> None:
         """Follows objects of ``kind`` that carry ``label`` (its value names their FineTuneJob),
-        in ``namespaces`` or, when none are named, in all."""
+        or without a label every object of ``kind``, each a group of its own; in ``namespaces``
+        or, when none are named, in all."""
         self._kube, self._kind, self._label = kube, kind, label
         self._transform, self._on_event = transform, on_event
         self._namespaces, self._page_size = namespaces, page_size
@@ -96,7 +97,9 @@ class Informer(Generic[V]):
         if type == "DELETED":
             group = self._drop(key)
         else:
-            group = (key[0], (metadata.get("labels") or {}).get(self._label, ""))
+            group = (
+                key if self._label is None else (key[0], (metadata.get("labels") or {}).get(self._label, ""))
+            )
             old = self._group_of.get(key)
             if old is not None and old != group:
                 self._drop(key)  # relabelled to another job: it leaves the old one
@@ -154,7 +157,9 @@ class Informer(Generic[V]):
         (a page, not the whole list, is what is held parsed), then drops what the snapshot
         lacks; returns the snapshot's resourceVersion."""
         listed: set[ObjectKey] = set()
-        params = {"labelSelector": self._label, "limit": str(self._page_size)}
+        params = {"limit": str(self._page_size)}
+        if self._label is not None:
+            params["labelSelector"] = self._label
         while True:
             try:
                 page = await self._kube.request("GET", resource_path(self._kind, namespace), params=params)

@@ -1,10 +1,11 @@
 """In-memory views of what the reconcile reads, and the events that trigger a reconcile. Each
 view holds a small summary, not whole objects.
 
-The jobs' batch Jobs and pods, a job's many objects, come from the operator's own informers
-(adapters/informer.py); the rest from kopf's watches and indexes. The index functions are
-coroutines, though they never wait: kopf runs plain functions in a thread pool, and the hop to
-a thread and back would cost more than the function."""
+FineTuneJobs and their batch Jobs and pods, the kinds there are thousands of, come from the
+operator's own informers (adapters/informer.py); the few domains, namespaces and artifacts from
+kopf's watches and indexes. The index functions are coroutines, though they never wait: kopf
+runs plain functions in a thread pool, and the hop to a thread and back would cost more than
+the function."""
 
 from __future__ import annotations
 
@@ -20,11 +21,6 @@ from ..artifacts import ArtifactKeeper
 from ..names import LABEL_JOB
 from ..observe import observe_job, observe_pod
 from ..reconcile import Controller, Packed, Snapshot, slim
-
-
-@kopf.index(GROUP, VERSION, "finetunejobs")
-async def finetunejobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): Packed.of(body)}
 
 
 @kopf.index(GROUP, VERSION, "datadomains")
@@ -43,10 +39,17 @@ async def artifact_stages(namespace: str | None, name: str, body: kopf.Body, **_
 
 
 async def start_informers(memo: kopf.Memo) -> None:
-    """Starts the batch Jobs' and pods' informers and returns once both have listed: no
-    reconcile may read them half-filled (kopf's own indexes hold its handlers back likewise)."""
+    """Starts the FineTuneJobs', batch Jobs' and pods' informers and returns once all have
+    listed: no reconcile may read them half-filled (kopf's own indexes hold its handlers back
+    likewise)."""
     ctl: Controller = memo.controller
     namespaces = memo.settings.namespaces
+
+    def finetunejob_changed(type: str, key: tuple[str, str]) -> None:
+        if type == "DELETED":
+            ctl.forget(key)
+        elif not ctl.is_own_write(key, memo.finetunejobs.groups[key][0].version):
+            ctl.trigger(key)
 
     def batch_job_changed(type: str, key: tuple[str, str]) -> None:
         if type == "DELETED":
@@ -56,6 +59,14 @@ async def start_informers(memo: kopf.Memo) -> None:
     def pod_changed(type: str, key: tuple[str, str]) -> None:
         ctl.trigger_soon(key)
 
+    memo.finetunejobs = Informer(
+        ctl.kube,
+        "FineTuneJob",
+        label=None,
+        transform=Packed.of,
+        on_event=finetunejob_changed,
+        namespaces=namespaces,
+    )
     memo.batch_jobs = Informer(
         ctl.kube,
         "Job",
@@ -67,8 +78,9 @@ async def start_informers(memo: kopf.Memo) -> None:
     memo.pods = Informer(
         ctl.kube, "Pod", label=LABEL_JOB, transform=observe_pod, on_event=pod_changed, namespaces=namespaces
     )
-    memo.informing = [asyncio.create_task(i.run()) for i in (memo.batch_jobs, memo.pods)]
-    await asyncio.gather(memo.batch_jobs.synced.wait(), memo.pods.synced.wait())
+    informers = (memo.finetunejobs, memo.batch_jobs, memo.pods)
+    memo.informing = [asyncio.create_task(i.run()) for i in informers]
+    await asyncio.gather(*(i.synced.wait() for i in informers))
 
 
 async def stop_informers(memo: kopf.Memo) -> None:
@@ -78,11 +90,14 @@ async def stop_informers(memo: kopf.Memo) -> None:
 
 
 def controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
+    """The controller, bound to its views by the first kopf handler that runs: kopf runs none
+    before its indexes are filled (nor while peering holds this replica paused). Then every
+    job is reconciled; until then the informers' triggers are ignored."""
     ctl: Controller = memo.controller
     if ctl.snapshot is None:
         # kopf injects each index by its function's name; they are live mappings.
         snapshot = Snapshot(
-            finetunejobs=lambda: kwargs["finetunejobs"],
+            finetunejobs=lambda: memo.finetunejobs.groups,
             batch_jobs=lambda: memo.batch_jobs.groups,
             pods=lambda: memo.pods.groups,
             domains=lambda: kwargs["datadomains"],
@@ -90,34 +105,27 @@ def controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
         )
         ctl.bind(snapshot)
         metrics.STATE.bind(snapshot.finetunejobs, lambda: kwargs["artifact_stages"])
+        for key in list(memo.finetunejobs.groups):
+            ctl.trigger(key)
     return ctl
 
 
-@kopf.on.event(GROUP, VERSION, "finetunejobs")
-async def finetunejob_changed(
-    memo: kopf.Memo, namespace: str | None, name: str, type: str, meta: kopf.Meta, **kwargs: Any
-) -> None:
-    ctl, key = controller(memo, kwargs), (namespace or "", name)
-    if type == "DELETED":
-        ctl.forget(key)
-    elif not ctl.is_own_write(key, meta["resourceVersion"]):
-        ctl.trigger(key)
-
-
 @kopf.on.event(GROUP, VERSION, "datadomains")
-async def datadomain_changed(memo: kopf.Memo, name: str, **kwargs: Any) -> None:
+async def datadomain_changed(memo: kopf.Memo, name: str, type: str, **kwargs: Any) -> None:
     ctl = controller(memo, kwargs)
-    for key, store in kwargs["finetunejobs"].items():
+    if not type:
+        return  # the initial listing: binding the controller reconciled every job
+    for key, store in list(memo.finetunejobs.groups.items()):
         if any(packed.domain == name for packed in store):
             ctl.trigger(key)
 
 
 @kopf.on.event("", "v1", "namespaces")
 async def namespace_changed(memo: kopf.Memo, name: str, type: str, **kwargs: Any) -> None:
-    if not type:
-        return  # the initial listing: the jobs' own listing triggers them
     ctl = controller(memo, kwargs)
-    for key in list(kwargs["finetunejobs"].keys()):
+    if not type:
+        return  # the initial listing: binding the controller reconciled every job
+    for key in list(memo.finetunejobs.groups):
         if key[0] == name:
             ctl.trigger(key)
 

@@ -1,6 +1,7 @@
 """The informer's store, fed events directly: objects grouped by their job's label, a relabel
 moving an object between jobs, a deletion emptying a job's group, and the callback told of
-each group that changed. (tests/integration/test_informer.py runs it against the API server.)"""
+each group that changed; without a label, each object a group of its own.
+(tests/integration/test_informer.py runs it against the API server.)"""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ def obj(name: str, job: str, value: int, namespace: str = "ns") -> dict[str, Any
     return {"metadata": {"name": name, "namespace": namespace, "labels": {LABEL_JOB: job}}, "v": value}
 
 
-def informer(events: list[tuple[str, tuple[str, str]]]) -> Informer[int]:
+def informer(events: list[tuple[str, tuple[str, str]]], label: str | None = LABEL_JOB) -> Informer[int]:
     return Informer(
         None,  # type: ignore[arg-type]
         "Pod",
-        label=LABEL_JOB,
+        label=label,
         transform=lambda o: o["v"],
         on_event=lambda type, group: events.append((type, group)),
     )
@@ -41,6 +42,23 @@ def test_objects_group_by_job_and_move_when_relabelled() -> None:
     assert ("ns", "a") not in inf.groups
     inf.apply("DELETED", obj("gone-before-seen", "a", 1))  # unknown: no change, no callback
     assert events[-1] == ("DELETED", ("ns", "a")) and len(events) == 6
+
+
+def test_without_a_label_each_object_is_its_own_group() -> None:
+    events: list[tuple[str, tuple[str, str]]] = []
+    inf = informer(events, label=None)
+    inf.apply("ADDED", obj("j0", "ignored", 1))
+    inf.apply("ADDED", obj("j1", "ignored", 2))
+    inf.apply("MODIFIED", obj("j0", "other", 3))
+    assert dict(inf.groups) == {("ns", "j0"): (3,), ("ns", "j1"): (2,)}
+    inf.apply("DELETED", obj("j1", "ignored", 2))
+    assert dict(inf.groups) == {("ns", "j0"): (3,)}
+    assert events == [
+        ("ADDED", ("ns", "j0")),
+        ("ADDED", ("ns", "j1")),
+        ("MODIFIED", ("ns", "j0")),
+        ("DELETED", ("ns", "j1")),
+    ]
 
 
 operations = st.lists(
