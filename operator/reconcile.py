@@ -8,6 +8,7 @@ converges on the same objects (deterministic names, server-side apply under one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -112,12 +113,15 @@ class Packed:
     text: bytes
     domain: str
     """spec.domainRef.name, to find a domain's jobs without parsing them all."""
+    version: str
+    """metadata.resourceVersion, to know the echo of our own write without parsing it."""
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Packed:
         kept = slim(body)
         domain = (kept["spec"].get("domainRef") or {}).get("name", "")
-        return cls(json.dumps(kept, separators=(",", ":")).encode(), domain)
+        version = kept["metadata"].get("resourceVersion", "")
+        return cls(json.dumps(kept, separators=(",", ":")).encode(), domain, version)
 
     def body(self) -> dict[str, Any]:
         return json.loads(self.text)  # type: ignore[no-any-return]
@@ -127,6 +131,17 @@ def _body(store: Any) -> dict[str, Any] | None:
     """The body of the job an index store holds, if any."""
     packed = _one(store)
     return packed.body() if packed is not None else None
+
+
+def reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a status write, its Events and its audit entries need of the job."""
+    metadata = body["metadata"]
+    kept = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": {k: metadata[k] for k in kept if k in metadata},
+    }
 
 
 def desired_hash(obj: Any) -> str:
@@ -149,9 +164,9 @@ class Controller:
     progress: ProgressReader = field(default_factory=ProgressReader)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _settling: set[Key] = field(default_factory=set)
-    _written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    """Per job, the resourceVersion our last status write replaced and the (slim) object it
-    returned: until the watch delivers that write, the index still holds the older version."""
+    _written: dict[Key, tuple[str, Packed]] = field(default_factory=dict)
+    """Per job, the resourceVersion our last status write replaced and the object it returned:
+    until the watch delivers that write, the informer still holds the older version."""
     _applied: dict[Key, tuple[tuple[Any, ...], str]] = field(default_factory=dict)
     """Per job, what its companions were built from and the hash of those last applied, so
     unchanged ones are neither rebuilt nor re-sent."""
@@ -162,9 +177,11 @@ class Controller:
     _closed: bool = False
     _context: contextvars.Context | None = None
     _workers: asyncio.Semaphore = field(init=False)
+    _unapplied: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         self._workers = asyncio.Semaphore(self.settings.max_concurrent_applies)
+        self._unapplied = asyncio.Semaphore(self.settings.max_concurrent_applies)
         self.progress.on_moved = self.trigger
 
     def bind(self, snapshot: Snapshot) -> None:
@@ -179,7 +196,7 @@ class Controller:
         as the reconcile that wrote it saw everything that led to it. The index now holds the
         write, so the copy kept for the meantime goes."""
         written = self._written.get(key)
-        if written is None or written[1]["metadata"]["resourceVersion"] != resource_version:
+        if written is None or written[1].version != resource_version:
             return False
         del self._written[key]
         return True
@@ -268,6 +285,22 @@ class Controller:
         finally:
             self._running.pop(key, None)
 
+    def _admission(self, key: Key) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Where a job this process has not yet applied waits its turn, before its reconcile
+        parses anything: a burst of thousands of new jobs (or every job, after a restart) then
+        waits as keys, not as parsed jobs. Jobs already applied, most reconciles of running
+        ones, pass at once."""
+        return self._unapplied if key not in self._applied else contextlib.nullcontext()
+
+    async def reconcile(self, key: Key) -> None:
+        """Decides, in its turn, then writes the status it decided on. In a burst that write
+        waits behind other jobs' children (adapters/limiter.py): it holds no turn meanwhile, and
+        only a reference to the job and its old and new status, not the parsed job."""
+        async with self._admission(key):
+            report = await self._decide(key)
+        if report is not None:
+            await self._write_status(key, *report)
+
     def _back_off(
         self, key: Key, failures: dict[Key, int] | None = None, cap: float = MAX_BACKOFF_SECONDS
     ) -> float:
@@ -289,16 +322,18 @@ class Controller:
         if body is not None:
             self.emit(body, type="Warning", reason="ReconcileRefused", message=str(error))
 
-    async def reconcile(self, key: Key) -> None:
+    async def _decide(self, key: Key) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+        """Applies what the job needs; returns the status write left to make (the job's
+        reference, its old and its new status), if any."""
         assert self.snapshot is not None, "the controller runs once kopf's indexes are bound"
         body = _body(self.snapshot.finetunejobs().get(key))
         if body is None:
             self.forget(key)
-            return
+            return None
         written = self._written.get(key)
         if written is not None:
             if written[0] == body["metadata"]["resourceVersion"]:
-                body = written[1]
+                body = written[1].body()
             else:
                 del self._written[key]  # the watch has delivered our write (or something newer)
         try:
@@ -306,17 +341,17 @@ class Controller:
         except ValidationError as error:
             # The API server validated it against the same models; only skew gets here.
             log.error("FineTuneJob %s/%s does not parse: %s", *key, error.errors()[:3])
-            return
+            return None
         domain = self._domain(job.spec.domain_ref.name)
         if body["metadata"].get("deletionTimestamp"):
             # Going away: its children go with it through their owner references; its Vault
             # objects need the finalizer's cleanup.
             await self.custody.release(body, domain)
-            return
+            return None
         old_status: dict[str, Any] = dict(body.get("status") or {})
         if old_status.get("phase") in TERMINAL_PHASES:
             await self._finished(key, job, body, old_status, domain)
-            return
+            return None
 
         violation: Violation | None
         if domain is None:
@@ -345,7 +380,7 @@ class Controller:
         if secured is not None and secured.vault:
             status["vault"] = secured.vault
         self._with_progress(key, job, status, pods)
-        await self._write_status(key, body, old_status, status)
+        return reference(body), old_status, status
 
     async def _admitted(
         self,
@@ -477,7 +512,7 @@ class Controller:
             return
         before = body["metadata"]["resourceVersion"]
         written = await self.kube.patch_status("FineTuneJob", key[1], key[0], new, before)
-        self._written[key] = (before, slim(written))
+        self._written[key] = (before, Packed.of(written))
         if new.get("phase") != old.get("phase"):
             # A job's phase decides what the reconcile does (a finished job publishes and
             # keeps its deletion schedule); the echo of this write triggers nothing, so go on.
