@@ -100,9 +100,9 @@ class Settings(BaseModel):
     """Requests in flight to the API server at once; more wait (429s are honoured as well)."""
 
     max_concurrent_applies: int = Field(64, ge=1, le=4096)
-    """FineTuneJobs whose children are built and sent at once; more wait their turn. Twice the
-    API concurrency keeps every request slot busy, while a burst of thousands of new jobs holds
-    the desired objects of only this many in memory."""
+    """FineTuneJobs whose children are built and sent at once; more wait their turn, and jobs
+    not yet applied wait before they are even parsed. Twice the API concurrency keeps every
+    request slot busy, while a burst of thousands of new jobs holds only this many in memory."""
 
     peering_name: str | None = None
     """kopf peering object's name for several replicas with one active; None runs standalone."""
