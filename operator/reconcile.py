@@ -61,7 +61,8 @@ class Emit(Protocol):
 
 @dataclass
 class Snapshot:
-    """The in-memory views the reconcile reads; kopf keeps them current from its watches."""
+    """The in-memory views the reconcile reads, kept current by the operator's informers (jobs,
+    batch Jobs, pods) and kopf's indexes (domains, namespaces)."""
 
     finetunejobs: Callable[[], Mapping[Key, Any]]
     """(namespace, name) -> Packed FineTuneJobs."""
@@ -72,7 +73,7 @@ class Snapshot:
 
 
 def _one(store: Any) -> Any:
-    """The single value a kopf index holds under a key (indexes hold collections)."""
+    """The single value a view holds under a key (informers and kopf's indexes hold collections)."""
     for value in store or ():
         return value
     return None
@@ -106,9 +107,9 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Packed:
-    """A FineTuneJob as the index keeps it between reconciles: its slim body as compact JSON.
+    """A FineTuneJob as the informer keeps it between reconciles: its slim body as compact JSON.
     Parsed, a job's body costs about 11 KB of Python objects; as JSON about 2 KB, and thousands
-    of jobs wait in the index while only the few being reconciled need theirs parsed."""
+    of jobs wait in the informer while only the few being reconciled need theirs parsed."""
 
     text: bytes
     domain: str
@@ -193,7 +194,7 @@ class Controller:
 
     def is_own_write(self, key: Key, resource_version: str) -> bool:
         """Whether a watch event only delivers our own last status write: nothing to do then,
-        as the reconcile that wrote it saw everything that led to it. The index now holds the
+        as the reconcile that wrote it saw everything that led to it. The informer now holds the
         write, so the copy kept for the meantime goes."""
         written = self._written.get(key)
         if written is None or written[1].version != resource_version:
@@ -325,7 +326,7 @@ class Controller:
     async def _decide(self, key: Key) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
         """Applies what the job needs; returns the status write left to make (the job's
         reference, its old and its new status), if any."""
-        assert self.snapshot is not None, "the controller runs once kopf's indexes are bound"
+        assert self.snapshot is not None, "the controller runs once its views are bound"
         body = _body(self.snapshot.finetunejobs().get(key))
         if body is None:
             self.forget(key)
