@@ -219,8 +219,8 @@ async def prepare(kube: KubeClient, prefix: str, n: int) -> list[tuple[dict[str,
     return pairs
 
 
-async def plain_client(kube: KubeClient, n: int) -> dict[str, float]:
-    prefix = f"bench-plain-{RUN}-{n}-"
+async def plain_client(kube: KubeClient, n: int, run: str) -> dict[str, float]:
+    prefix = f"bench-plain-{run}-"
     pairs = await prepare(kube, prefix.rstrip("-"), n)
     settings = Settings()
     objects = []
@@ -232,7 +232,7 @@ async def plain_client(kube: KubeClient, n: int) -> dict[str, float]:
     for obj in objects:
         # The owner does not exist: the garbage collector would delete orphans at once.
         obj["metadata"].pop("ownerReferences")
-        obj["metadata"]["labels"]["sealtune.dev/bench"] = f"plain-{RUN}-{n}"
+        obj["metadata"]["labels"]["sealtune.dev/bench"] = f"plain-{run}"
     before = await operator_writes(kube)
     start = time.monotonic()
     await gather_limited([kube.create(o) for o in objects])
@@ -241,8 +241,8 @@ async def plain_client(kube: KubeClient, n: int) -> dict[str, float]:
     return {"jobs_exist_s": created, "writes_per_job": writes}
 
 
-async def with_operator(kube: KubeClient, env: dict[str, str], n: int, log: Path) -> dict[str, Any]:
-    prefix = f"bench-op-{RUN}-{n}-"
+async def with_operator(kube: KubeClient, env: dict[str, str], n: int, run: str, log: Path) -> dict[str, Any]:
+    prefix = f"bench-op-{run}-"
     pairs = await prepare(kube, prefix.rstrip("-"), n)
     operator = subprocess.Popen(
         [sys.executable, "-m", "sealtune.handlers"],
@@ -284,13 +284,16 @@ async def with_operator(kube: KubeClient, env: dict[str, str], n: int, log: Path
 
 async def delete_bench_namespaces(kube: KubeClient, *, wait: bool = True) -> None:
     """Removes what earlier runs left and waits until it is gone: the operator would otherwise
-    reconcile those jobs too and muddle the counts."""
+    reconcile those jobs too and muddle the counts. The claims' volumes go too: nothing
+    reclaims a hostPath volume, and one left behind would never bind a claim again."""
 
     def ours(items: list[Any]) -> list[str]:
         return [ns["metadata"]["name"] for ns in items if ns["metadata"]["name"].startswith("bench-")]
 
     for name in ours(await kube.list("Namespace")):
         await kube.delete("Namespace", name)
+    for name in ours(await kube.list("PersistentVolume")):
+        await kube.delete("PersistentVolume", name)
     while wait and ours(await kube.list("Namespace")):
         await asyncio.sleep(2)
 
@@ -322,13 +325,14 @@ async def main() -> None:
     rows = []
     try:
         for n in args.sizes:
-            for _ in range(args.repeat):
+            for repeat in range(args.repeat):
+                run = f"{RUN}-{n}-{repeat}"
                 await delete_bench_namespaces(kube)
-                plain = await plain_client(kube, n)
+                plain = await plain_client(kube, n, run)
                 # Gone before the operator starts: it would index their pods and Jobs (they carry
                 # its labels), and the controllers' work for them would weigh on its measurement.
                 await delete_bench_namespaces(kube)
-                op = await with_operator(kube, env, n, Path(f"/tmp/sealtune-bench-operator-{n}.log"))
+                op = await with_operator(kube, env, n, run, Path(f"/tmp/sealtune-bench-operator-{run}.log"))
                 rows.append((n, plain, op))
                 print(json.dumps({"n": n, "plain": plain, "operator": op}), flush=True)
         await delete_bench_namespaces(kube, wait=False)
