@@ -478,7 +478,10 @@ class Controller:
                 ]
                 digest = desired_hash(companions)
                 if digest not in (applied and applied[1], batch.desired_hash if batch else None):
-                    await asyncio.gather(*(self.kube.apply(child) for child in companions))
+                    # Not applied by this process and no batch Job yet: a new job, most likely,
+                    # whose children are cheaper created than applied (adapters/kube.py).
+                    send = self.kube.create_or_apply if applied is None and batch is None else self.kube.apply
+                    await asyncio.gather(*(send(child) for child in companions))
                     if batch is not None:
                         annotations = {names.ANNOTATION_DESIRED_HASH: digest}
                         await self.kube.merge_patch(
@@ -498,7 +501,7 @@ class Controller:
             async with self._workers:
                 desired = indexed_job(job, domain, self.settings)
                 desired["metadata"]["annotations"] = {names.ANNOTATION_DESIRED_HASH: digest}
-                await self.kube.apply(desired)
+                await self.kube.create_or_apply(desired)
             self._jobs_made.add(key)
             return
         if job.spec.scheduling.queue_name is None and batch.suspended != job.spec.scheduling.suspend:

@@ -1,8 +1,8 @@
-"""A small asynchronous Kubernetes client: server-side apply under one field manager, status
-patches with optimistic concurrency, and bounded concurrency that honours 429s and lets the
-objects jobs need go before status reports.
+"""A small asynchronous Kubernetes client: creates, server-side apply and patches under one field
+manager, status patches with optimistic concurrency, and bounded concurrency that honours 429s
+and lets the objects jobs need go before status reports.
 
-kopf watches; this client writes. It speaks plain HTTP through aiohttp (kopf's own transport)
+kopf and the informers watch; this client writes. It speaks plain HTTP through aiohttp (kopf's own transport)
 rather than the official client, whose synchronous calls would need a thread per request.
 """
 
@@ -15,7 +15,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,44 @@ def _payload(text: str) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {"message": text[:512]}
 
 
+def _hand_over_updates(obj: Mapping[str, Any], manager: str) -> list[dict[str, Any]] | None:
+    """A JSON patch that makes the fields ``manager`` set by create or merge patch (recorded as an
+    Update) its applied fields, or None when it has none. Server-side apply removes only fields
+    its own earlier applies set: without the hand-over, a field the object was created with and
+    the desired object later drops would stay forever. kubectl hands over its client-side
+    applies' fields the same way (client-go's csaupgrade). The patch carries the
+    resourceVersion it was computed from: a write since then makes it fail with a Conflict."""
+    meta = obj.get("metadata") or {}
+    entries: list[dict[str, Any]] = list(meta.get("managedFields") or [])
+
+    def ours(entry: Mapping[str, Any], operation: str) -> bool:
+        return (
+            entry.get("manager") == manager
+            and entry.get("operation") == operation
+            and not entry.get("subresource")
+        )
+
+    updates = [e for e in entries if ours(e, "Update")]
+    if not updates:
+        return None
+    applies = [e for e in entries if ours(e, "Apply")]
+    fields: dict[str, Any] = {}
+    for entry in applies + updates:
+        _merge_fields(fields, entry.get("fieldsV1") or {})
+    handed = {**(applies or updates)[0], "operation": "Apply", "fieldsV1": fields}
+    others = [e for e in entries if not ours(e, "Update") and not ours(e, "Apply")]
+    return [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+        {"op": "replace", "path": "/metadata/managedFields", "value": [*others, handed]},
+    ]
+
+
+def _merge_fields(into: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    """The union of two field sets in the FieldsV1 form (a tree of nested mappings)."""
+    for name, below in fields.items():
+        _merge_fields(into.setdefault(name, {}), below)
+
+
 def resource_path(
     kind: str, namespace: str | None = None, name: str | None = None, sub: str | None = None
 ) -> str:
@@ -264,13 +302,41 @@ class KubeClient:
                         yield json.loads(line)
 
     async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
-        """Server-side apply of the whole desired object; no read before the write."""
+        """Server-side apply of the whole desired object; no read before the write. Fields our
+        own creates or merge patches set are handed to the apply first (see
+        ``_hand_over_updates``), so that fields the desired object no longer has are removed."""
         meta = obj["metadata"]
         path = resource_path(obj["kind"], meta.get("namespace"), meta["name"])
         params = {"fieldManager": self._field_manager, "force": "true" if force else "false"}
+        applied = await self.request(
+            "PATCH", path, body=obj, content_type="application/apply-patch+yaml", params=params
+        )
+        hand_over = _hand_over_updates(applied, self._field_manager)
+        if hand_over is None:
+            return applied
+        await self.request(
+            "PATCH",
+            path,
+            body=hand_over,
+            content_type="application/json-patch+json",
+            params={"fieldManager": self._field_manager},
+        )
         return await self.request(
             "PATCH", path, body=obj, content_type="application/apply-patch+yaml", params=params
         )
+
+    async def create_or_apply(self, obj: dict[str, Any]) -> None:
+        """Makes an object believed not to exist yet. A create costs the API server about a
+        quarter less than an apply that creates (an apply first reads the object from storage
+        and merges; hack/bench/operator_create.py measured 9 s against 12.4 s for 2,500
+        children), and a burst of new jobs is mostly such writes. One that exists after all
+        (made before a restart) is applied instead."""
+        try:
+            await self.create(obj)
+        except Conflict as error:
+            if error.reason != "AlreadyExists":
+                raise
+            await self.apply(obj)
 
     async def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         try:
@@ -300,6 +366,7 @@ class KubeClient:
             resource_path(kind, namespace, name, subresource),
             body=patch,
             content_type="application/merge-patch+json",
+            params={"fieldManager": self._field_manager},
             deferrable=deferrable,
         )
 
@@ -312,8 +379,8 @@ class KubeClient:
         return await self.merge_patch(kind, name, namespace, patch, subresource="status", deferrable=True)
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        meta = obj["metadata"]
-        return await self.request("POST", resource_path(obj["kind"], meta.get("namespace")), body=obj)
+        path = resource_path(obj["kind"], obj["metadata"].get("namespace"))
+        return await self.request("POST", path, body=obj, params={"fieldManager": self._field_manager})
 
     async def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
         try:
