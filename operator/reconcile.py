@@ -2,7 +2,8 @@
 status, write it only if it changed, and post one Event per condition that moved.
 
 Level-triggered and idempotent: it may run any number of times, after a crash too, and always
-converges on the same objects (deterministic names, server-side apply under one manager).
+converges on the same objects (deterministic names; a create that finds its object there
+applies instead; server-side apply under one manager).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class Settings(BaseModel):
     """Where the operator keeps its own objects (the webhook's certificate)."""
 
     field_manager: Name = "sealtune-operator"
-    """The one field manager of every server-side apply the operator sends."""
+    """The one field manager of every create, patch and server-side apply the operator sends."""
 
     trainer_image: Name = "sealtune-trainer:dev"
     """Image of the trainer (and of its Vault init container)."""
