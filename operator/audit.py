@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -208,17 +208,23 @@ def _fill(gaps: list[tuple[int, int, int, int]], seq: int) -> int | None:
 
 
 def scan_file(path: Path) -> Scan:
-    """``scan`` of a log file. Bytes that are not UTF-8 make their line fail, not the read."""
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    # Only "\n" ends a line: a stray "\r" is an edit inside one, not a line break.
-    lines = text.split("\n")
-    torn = lines[-1] != ""
-    if not torn:
-        lines.pop()
-    result = scan(lines)
-    if torn and not any(p.line == len(lines) for p in result.problems):
+    """``scan`` of a log file, read a line at a time: the log grows for as long as the cluster
+    lives, the memory of the operator that checks it at start must not. Bytes that are not
+    UTF-8 make their line fail, not the read."""
+    torn = False
+
+    def lines() -> Iterator[str]:
+        nonlocal torn
+        # Read as bytes, where only "\n" ends a line: a stray "\r" is an edit inside one.
+        with path.open("rb") as file:
+            for raw in file:
+                torn = not raw.endswith(b"\n")
+                yield raw.decode("utf-8", errors="replace")
+
+    result = scan(lines())
+    if torn and not any(p.line == result.entries for p in result.problems):
         problem = Problem(
-            len(lines), None, "malformed", "no newline at the end: the last write was cut short"
+            result.entries, None, "malformed", "no newline at the end: the last write was cut short"
         )
         result.problems.append(problem)
     return result

@@ -9,6 +9,7 @@ import functools
 import io
 import json
 import os
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,22 @@ def test_a_stray_carriage_return_is_an_edit(tmp_path: Path) -> None:
     write(path, 2)
     path.write_text(path.read_text().replace("\n", "\r\n", 1), newline="")
     assert [(p.line, p.kind) for p in audit.scan_file(path).problems] == [(1, "edited")]
+
+
+def test_a_file_is_checked_a_line_at_a_time(tmp_path: Path) -> None:
+    """A log grows for as long as the cluster lives; checking it at start must not hold it
+    in memory (an operator of 5,000 jobs once spent more on its log than on its jobs)."""
+    out = io.StringIO()
+    entries = record(audit.AuditLog(None, stdout=out), 10_000)
+    path = tmp_path / "audit.jsonl"
+    path.write_text(out.getvalue())
+    tracemalloc.start()
+    try:
+        assert audit.scan_file(path) == audit.Scan([], 10_000, entries[-1]["hash"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < path.stat().st_size / 20
 
 
 def test_a_restart_continues_the_chain(tmp_path: Path) -> None:
