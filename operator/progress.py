@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -149,6 +150,11 @@ class ProgressReader:
     _tried: dict[Key, float] = field(default_factory=dict)
     _followed: dict[Key, tuple[str, int]] = field(default_factory=dict)
     """Per followed job, its trainer's URL and its number of processes."""
+    _schedule: list[tuple[float, Key]] = field(default_factory=list)
+    """Followed jobs by the loop time their next read falls due, a heap: the next due job is
+    found as fast among thousands as among a few. An entry that ``_due_at`` does not hold
+    (its job no longer followed, or scheduled again since) is skipped."""
+    _due_at: dict[Key, float] = field(default_factory=dict)
     _follower: asyncio.Task[None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _session: aiohttp.ClientSession | None = None
@@ -158,6 +164,8 @@ class ProgressReader:
         """Reads the job's trainer once per interval from now on, in the background."""
         new = key not in self._followed
         self._followed[key] = (url, processes)
+        if new:
+            self._schedule_read(key)
         if self._follower is None or self._follower.done():
             self._follower = asyncio.get_running_loop().create_task(self._follow_all())
         elif new:
@@ -165,21 +173,47 @@ class ProgressReader:
 
     def unfollow(self, key: Key) -> None:
         self._followed.pop(key, None)
+        self._due_at.pop(key, None)
+
+    def _schedule_read(self, key: Key) -> None:
+        at = self._due_at[key] = asyncio.get_running_loop().time() + self.due_in(key)
+        heapq.heappush(self._schedule, (at, key))
+
+    def _take_due(self) -> list[Key]:
+        """Up to ``concurrency`` followed jobs whose read is due, out of the schedule."""
+        now = asyncio.get_running_loop().time()
+        due: list[Key] = []
+        while self._schedule and len(due) < self.concurrency:
+            at, key = self._schedule[0]
+            if self._due_at.get(key) == at:
+                if at > now:
+                    break
+                del self._due_at[key]
+                due.append(key)
+            heapq.heappop(self._schedule)
+        return due
 
     async def _follow_all(self) -> None:
         """One loop for all followed jobs (not a task each: thousands may run): reads those
         due, ``concurrency`` at a time, then sleeps until the next falls due or a job is added."""
         while self._followed:
-            due = [key for key in self._followed if self.due_in(key) == 0][: self.concurrency]
+            due = self._take_due()
             if due:
                 for outcome in await asyncio.gather(*map(self._read_followed, due), return_exceptions=True):
                     if isinstance(outcome, Exception):
                         log.error("reading a trainer's progress failed unexpectedly", exc_info=outcome)
+                for key in due:
+                    if key in self._followed and key not in self._due_at:
+                        self._schedule_read(key)
                 continue
             self._wake.clear()
-            next_due = min(map(self.due_in, self._followed), default=self.interval_seconds)
+            next_due = (
+                self._schedule[0][0] - asyncio.get_running_loop().time()
+                if self._schedule
+                else self.interval_seconds
+            )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=next_due)
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_due))
 
     async def _read_followed(self, key: Key) -> None:
         url, processes = self._followed[key]

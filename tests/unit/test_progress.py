@@ -227,3 +227,33 @@ async def follows_many_jobs() -> None:
             assert reader.last(("ns", "b"), 1)["step"] == 20  # type: ignore[index]
         finally:
             await reader.close()
+
+
+def test_a_job_followed_again_is_read_once_per_interval() -> None:
+    asyncio.run(followed_again())
+
+
+async def followed_again() -> None:
+    served: list[str] = []
+
+    async def metrics(_: web.Request) -> web.Response:
+        served.append("a")
+        return web.Response(text=exposition(10, 100, 2.0, 100.0))
+
+    async with serving("/metrics", metrics) as port:
+        reader = ProgressReader(interval_seconds=0.3, timeout_seconds=2)
+        key, url = ("ns", "a"), f"http://127.0.0.1:{port}/metrics"
+        try:
+            reader.follow(key, url, 1)
+            async with asyncio.timeout(5):
+                while not served:
+                    await asyncio.sleep(0.01)
+            # Its first schedule stays behind in the heap; only the new one counts.
+            reader.unfollow(key)
+            reader.follow(key, url, 1)
+            reader.follow(key, url, 1)
+            await asyncio.sleep(1.0)
+            # Read at 0, then about 0.3, 0.6 and 0.9 s on: never twice per interval.
+            assert 2 <= len(served) <= 5
+        finally:
+            await reader.close()
