@@ -2,8 +2,9 @@
 manager, status patches with optimistic concurrency, and bounded concurrency that honours 429s
 and lets the objects jobs need go before status reports.
 
-kopf and the informers watch; this client writes. It speaks plain HTTP through aiohttp (kopf's own transport)
-rather than the official client, whose synchronous calls would need a thread per request.
+kopf and the informers watch; this client writes. It speaks plain HTTP through aiohttp (kopf's
+own transport) rather than the official client, whose synchronous calls would need a thread per
+request.
 """
 
 from __future__ import annotations
@@ -312,9 +313,13 @@ class KubeClient:
         meta = obj["metadata"]
         path = resource_path(obj["kind"], meta.get("namespace"), meta["name"])
         params = {"fieldManager": self._field_manager, "force": "true" if force else "false"}
-        applied = await self.request(
-            "PATCH", path, body=obj, content_type="application/apply-patch+yaml", params=params
-        )
+
+        async def send() -> dict[str, Any]:
+            return await self.request(
+                "PATCH", path, body=obj, content_type="application/apply-patch+yaml", params=params
+            )
+
+        applied = await send()
         hand_over = _hand_over_updates(applied, self._field_manager)
         if hand_over is None:
             return applied
@@ -325,15 +330,13 @@ class KubeClient:
             content_type="application/json-patch+json",
             params={"fieldManager": self._field_manager},
         )
-        return await self.request(
-            "PATCH", path, body=obj, content_type="application/apply-patch+yaml", params=params
-        )
+        return await send()
 
     async def create_or_apply(self, obj: dict[str, Any]) -> None:
         """Makes an object believed not to exist yet. A create costs the API server about a
         quarter less than an apply that creates (an apply first reads the object from storage
-        and merges; hack/bench/operator_create.py measured 9 s against 12.4 s for 2,500
-        children), and a burst of new jobs is mostly such writes. One that exists after all
+        and merges; on the local cluster 2,500 children took 9 s as creates against 12.4 s as
+        applies), and a burst of new jobs is mostly such writes. One that exists after all
         (made before a restart) is applied instead."""
         try:
             await self.create(obj)
