@@ -47,10 +47,6 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
 }
 
 MAX_RETRIES = 5
-STATUS_QUIET_SECONDS = 0.5
-"""How long status writes wait after the last urgent request ended (see PriorityLimiter): in a
-burst of new jobs the next children follow within milliseconds; a reconcile that was alone
-sees its status half a second later."""
 
 
 class ApiError(Exception):
@@ -206,7 +202,7 @@ class KubeClient:
     def __init__(self, credentials: Credentials, field_manager: str, max_concurrency: int = 32) -> None:
         self._credentials = credentials
         self._field_manager = field_manager
-        self._limit = PriorityLimiter(max_concurrency, STATUS_QUIET_SECONDS)
+        self._limit = PriorityLimiter(max_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self.writes = 0
         """Write requests sent so far (a figure for benchmarks)."""

@@ -1,13 +1,10 @@
 """A concurrency limit with two classes of request: urgent ones (making the objects a job needs)
-go first; deferrable ones (status reports) wait while any urgent request is in flight or queued,
-and for a moment after the last one ended.
+go first; deferrable ones (status reports) wait while any urgent request is in flight or queued.
 
 In a burst of thousands of new jobs, every status write competes with the next job's children
 for the same API server, even when the client has slots to spare: the server is the bottleneck.
-Reporting can wait a few seconds; the children are what gets the jobs running. The moment after
-matters too: the next new job's children come a few milliseconds after the last ones, and a
-status write let in between would take their turn at the server. A deferrable request waits
-only while urgent work goes on, so it is never held for longer than the burst and that moment.
+Reporting can wait a few seconds; the children are what gets the jobs running. A deferrable
+request waits only while urgent work goes on, so it is never held for longer than the burst.
 """
 
 from __future__ import annotations
@@ -20,18 +17,12 @@ from heapq import heappop, heappush
 
 
 class PriorityLimiter:
-    def __init__(self, limit: int, quiet_seconds: float = 0.0) -> None:
-        """At most ``limit`` requests at once; deferrable ones only once no urgent request has
-        been in flight for ``quiet_seconds``."""
+    def __init__(self, limit: int) -> None:
         self._free = limit
         self._urgent = 0
         """Urgent requests holding a slot."""
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
-        self._quiet_seconds = quiet_seconds
-        self._quiet_from = 0.0
-        """The loop time from which, if no urgent request starts meanwhile, deferrable ones may go."""
-        self._timer: asyncio.TimerHandle | None = None
 
     @contextlib.asynccontextmanager
     async def slot(self, *, deferrable: bool = False) -> AsyncIterator[None]:
@@ -43,7 +34,7 @@ class PriorityLimiter:
             self._release(rank)
 
     async def _acquire(self, rank: int) -> None:
-        if self._free > 0 and not self._waiting and not (rank and self._held()):
+        if self._free > 0 and not self._waiting and not (rank and self._urgent):
             self._take(rank)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -56,41 +47,22 @@ class PriorityLimiter:
                 self._release(rank)  # the slot was handed over as we were cancelled: pass it on
             raise
 
-    def _held(self) -> bool:
-        """Whether deferrable requests must wait: urgent work is in flight or just ended (then a
-        wake-up is set for when the quiet moment is over)."""
-        if self._urgent:
-            return True
-        loop = asyncio.get_running_loop()
-        wait = self._quiet_from - loop.time()
-        if wait <= 0:
-            return False
-        if self._timer is None:
-            self._timer = loop.call_later(wait, self._quiet)
-        return True
-
-    def _quiet(self) -> None:
-        self._timer = None
-        self._wake()
-
     def _take(self, rank: int) -> None:
         self._free -= 1
         self._urgent += rank == 0
 
     def _release(self, rank: int) -> None:
         self._free += 1
-        if rank == 0:
-            self._urgent -= 1
-            self._quiet_from = asyncio.get_running_loop().time() + self._quiet_seconds
+        self._urgent -= rank == 0
         self._wake()
 
     def _wake(self) -> None:
-        """Hands free slots to waiters, best rank first; deferrable ones only once urgent work
-        has paused (``_held``). A cancelled waiter's entry stays in the heap until it comes up
+        """Hands free slots to waiters, best rank first; deferrable ones only once no urgent
+        request holds a slot. A cancelled waiter's entry stays in the heap until it comes up
         here, and is skipped."""
         while self._free > 0 and self._waiting:
             rank, _, future = self._waiting[0]
-            if rank and self._held():
+            if rank and self._urgent:
                 return
             heappop(self._waiting)
             if not future.done():

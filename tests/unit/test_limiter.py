@@ -1,6 +1,5 @@
-"""The API client's concurrency limit: urgent requests first, deferrable ones only once no urgent
-one has been in flight for a quiet moment, never more than the limit at once, and no slot lost
-to a cancelled waiter."""
+"""The API client's concurrency limit: urgent requests first, deferrable ones only while no urgent
+one is in flight, never more than the limit at once, and no slot lost to a cancelled waiter."""
 
 from __future__ import annotations
 
@@ -65,14 +64,13 @@ def test_a_cancelled_waiter_gives_back_nothing_it_did_not_hold() -> None:
 
 @given(
     limit=st.integers(1, 4),
-    quiet=st.sampled_from([0.0, 0.001]),
     requests=st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.booleans()), max_size=30),
 )
 def test_never_more_than_the_limit_at_once_and_every_request_is_served(
-    limit: int, quiet: float, requests: list[tuple[bool, int, bool]]
+    limit: int, requests: list[tuple[bool, int, bool]]
 ) -> None:
     async def go() -> None:
-        limiter, active, peak, served = PriorityLimiter(limit, quiet), [0], [0], []
+        limiter, active, peak, served = PriorityLimiter(limit), [0], [0], []
 
         async def one(i: int, deferrable: bool, yields: int) -> None:
             async with limiter.slot(deferrable=deferrable):
@@ -94,24 +92,5 @@ def test_never_more_than_the_limit_at_once_and_every_request_is_served(
         assert peak[0] <= limit
         assert set(range(len(requests))) - cancelled <= set(served)
         assert (limiter._free, limiter._urgent) == (limit, 0), "every slot came back"
-
-    asyncio.run(go())
-
-
-def test_deferrable_requests_wait_for_a_quiet_moment_after_urgent_ones() -> None:
-    async def go() -> None:
-        loop = asyncio.get_running_loop()
-        limiter, order = PriorityLimiter(4, quiet_seconds=0.5), []
-        async with limiter.slot():
-            pass
-        status = asyncio.create_task(hold(limiter, order, "status", deferrable=True))
-        await asyncio.sleep(0.1)
-        assert order == [], "the status write waits out the quiet moment"
-        # The next new job's children come before it, and the moment starts again after them.
-        await hold(limiter, order, "child", deferrable=False)
-        children_ended = loop.time()
-        await asyncio.wait_for(status, timeout=5)
-        assert order == ["child", "status"]
-        assert loop.time() - children_ended >= 0.5
 
     asyncio.run(go())
