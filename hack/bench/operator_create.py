@@ -159,6 +159,13 @@ async def idle(operator: subprocess.Popen[bytes]) -> None:
         last = cpu
 
 
+async def watch_jobs(kube: KubeClient, prefix: str, n: int) -> asyncio.Task[float]:
+    """The instrument both sides are timed by: the moment a watch, started now, has shown N
+    Jobs in the namespaces under ``prefix``."""
+    since = await current_version(kube, "Job")
+    return asyncio.create_task(watch_count(kube, "Job", since, n, in_namespaces(prefix)))
+
+
 def in_namespaces(prefix: str, test: Callable[[dict[str, Any]], bool] = lambda _: True) -> Any:
     return lambda obj: obj["metadata"]["namespace"].startswith(prefix) and test(obj)
 
@@ -254,9 +261,7 @@ async def plain_client(kube: KubeClient, n: int, run: str) -> dict[str, float]:
         obj["metadata"].pop("ownerReferences")
         obj["metadata"]["labels"]["sealtune.dev/bench"] = f"plain-{run}"
     before = await operator_writes(kube)
-    jobs = asyncio.create_task(
-        watch_count(kube, "Job", await current_version(kube, "Job"), n, in_namespaces(prefix))
-    )
+    jobs = await watch_jobs(kube, prefix, n)
     start = time.monotonic()
     await gather_limited([kube.create(o) for o in objects])
     answered = time.monotonic()
@@ -278,9 +283,7 @@ async def with_operator(kube: KubeClient, env: dict[str, str], n: int, run: str,
         await idle(operator)
         before = await operator_writes(kube)
         events_before = await finetunejob_events(kube)
-        jobs = asyncio.create_task(
-            watch_count(kube, "Job", await current_version(kube, "Job"), n, in_namespaces(prefix))
-        )
+        jobs = await watch_jobs(kube, prefix, n)
         since = await current_version(kube, "FineTuneJob")
         runs = asyncio.create_task(watch_count(kube, "FineTuneJob", since, n, in_namespaces(prefix, running)))
         start = time.monotonic()
