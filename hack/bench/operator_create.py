@@ -15,7 +15,7 @@ for the floor, every create has been answered; the operator makes a Job after it
 companions). It reports seconds until every Indexed Job and its companions exist,
 seconds until every FineTuneJob shows Running, the operator's API writes per job (from the API
 server's request counters for the kinds it writes, plus its Events), its peak RSS and CPU
-seconds, and checks that every FineTuneJob has exactly one of each child, owned by it. With
+seconds, the API server's CPU milliseconds per job in each side's window, and checks that every FineTuneJob has exactly one of each child, owned by it. With
 --repeat, each N's row gives the median over its pairs (the ratio is the median of the pairs'
 ratios) and the largest peak RSS. The growth columns divide each figure per job by the same
 figure at the smallest N: 1.0 or less is linear or better. The floor's own growth is beside the
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
@@ -170,6 +171,18 @@ def in_namespaces(prefix: str, test: Callable[[dict[str, Any]], bool] = lambda _
     return lambda obj: obj["metadata"]["namespace"].startswith(prefix) and test(obj)
 
 
+def api_server_cpu_s() -> float:
+    """The API server's CPU seconds so far: both sides' windows are bound by it on a small
+    machine, and its work per job says whether a slower window did more work or the same
+    work more slowly."""
+    return process_figures(api_server_pid())["cpu_s"]
+
+
+@functools.cache
+def api_server_pid() -> int:
+    return int((Path(cluster_env()["SEALTUNE_STATE"]) / "pids/kube-apiserver.pid").read_text())
+
+
 def process_figures(pid: int) -> dict[str, float]:
     """Peak resident memory (the kernel's high-water mark) and CPU seconds, user and system."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -262,12 +275,13 @@ async def plain_client(kube: KubeClient, n: int, run: str) -> dict[str, float]:
         obj["metadata"]["labels"]["sealtune.dev/bench"] = f"plain-{run}"
     before = await operator_writes(kube)
     jobs = await watch_jobs(kube, prefix, n)
-    start = time.monotonic()
+    start, api_cpu = time.monotonic(), api_server_cpu_s()
     await gather_limited([kube.create(o) for o in objects])
     answered = time.monotonic()
     created = max(answered, await until(jobs)) - start
+    api_ms_per_job = (api_server_cpu_s() - api_cpu) * 1000 / n
     writes = sum((await operator_writes(kube) - before).values()) / n
-    return {"jobs_exist_s": created, "writes_per_job": writes}
+    return {"jobs_exist_s": created, "api_ms_per_job": api_ms_per_job, "writes_per_job": writes}
 
 
 async def with_operator(kube: KubeClient, env: dict[str, str], n: int, run: str, log: Path) -> dict[str, Any]:
@@ -286,9 +300,10 @@ async def with_operator(kube: KubeClient, env: dict[str, str], n: int, run: str,
         jobs = await watch_jobs(kube, prefix, n)
         since = await current_version(kube, "FineTuneJob")
         runs = asyncio.create_task(watch_count(kube, "FineTuneJob", since, n, in_namespaces(prefix, running)))
-        start = time.monotonic()
+        start, api_cpu = time.monotonic(), api_server_cpu_s()
         await gather_limited([kube.create(job) for _, job in pairs])
         jobs_exist = await until(jobs, operator) - start
+        api_ms_per_job = (api_server_cpu_s() - api_cpu) * 1000 / n
         all_running = await until(runs, operator) - start
         await asyncio.sleep(2)
         writes = await operator_writes(kube) - before
@@ -297,6 +312,7 @@ async def with_operator(kube: KubeClient, env: dict[str, str], n: int, run: str,
         problems = await children_problems(kube, prefix, n)
         return {
             "jobs_exist_s": jobs_exist,
+            "api_ms_per_job": api_ms_per_job,
             "running_s": all_running,
             "writes_per_job": (sum(writes.values()) + events) / n,
             "writes": dict(writes),
@@ -389,6 +405,8 @@ def summary(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any
         "operator_s": median(op, "jobs_exist_s"),
         "ratio": statistics.median(ratios),
         "ratios": ratios,
+        "plain_api_ms": median(plain, "api_ms_per_job"),
+        "operator_api_ms": median(op, "api_ms_per_job"),
         "running_s": median(op, "running_s"),
         "writes_per_job": median(op, "writes_per_job"),
         "peak_rss_mb": max(o["peak_rss_mb"] for o in op),
@@ -403,7 +421,7 @@ def print_table(rows: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None:
     header = (
         f"{'N':>6} {'pairs':>5} {'plain s':>8} {'operator s':>11} {'ratio':>6} {'running s':>10}"
         f" {'writes/job':>11} {'peak MB':>8} {'cpu s':>7} {'s/job growth':>13} {'floor s/job growth':>19}"
-        f" {'MB/job growth':>14}  children"
+        f" {'MB/job growth':>14} {'API ms/job plain':>17} {'API ms/job operator':>20}  children"
     )
     print("\n" + header)
     n0, first = sizes[0], by_n[sizes[0]]
@@ -417,7 +435,8 @@ def print_table(rows: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None:
             f"{n:>6} {len(row['ratios']):>5} {row['plain_s']:>8.1f} {row['operator_s']:>11.1f} "
             f"{row['ratio']:>6.2f} {row['running_s']:>10.1f} {row['writes_per_job']:>11.1f} "
             f"{row['peak_rss_mb']:>8.0f} {row['cpu_s']:>7.1f} {growth(n, 'operator_s'):>13.2f} "
-            f"{growth(n, 'plain_s'):>19.2f} {growth(n, 'peak_rss_mb'):>14.2f}  "
+            f"{growth(n, 'plain_s'):>19.2f} {growth(n, 'peak_rss_mb'):>14.2f} "
+            f"{row['plain_api_ms']:>17.1f} {row['operator_api_ms']:>20.1f}  "
             f"{'; '.join(row['problems']) or 'all exactly once'}"
         )
     for n in sizes:
