@@ -15,8 +15,8 @@ for the floor, every create has been answered; the operator makes a Job after it
 companions). It reports seconds until every Indexed Job and its companions exist,
 seconds until every FineTuneJob shows Running, the operator's API writes per job (from the API
 server's request counters for the kinds it writes, plus its Events), its peak RSS and CPU
-seconds, the API server's CPU milliseconds per job in each side's window, and checks that every FineTuneJob has exactly one of each child, owned by it. With
---repeat, each N's row gives the median over its pairs (the ratio is the median of the pairs'
+seconds, the API server's CPU milliseconds per job in each side's window, and checks that
+every FineTuneJob has exactly one of each child, owned by it. With --repeat, each N's row gives the median over its pairs (the ratio is the median of the pairs'
 ratios) and the largest peak RSS. The growth columns divide each figure per job by the same
 figure at the smallest N: 1.0 or less is linear or better. The floor's own growth is beside the
 operator's: on a small machine the control plane itself slows as N grows.
