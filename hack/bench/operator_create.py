@@ -60,7 +60,9 @@ WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
 METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 
 
+@functools.cache
 def cluster_env() -> dict[str, str]:
+    """The exports of `hack/cluster env`, KUBECONFIG among them (read once; not to be changed)."""
     out = subprocess.run(
         [str(REPO / "hack/cluster"), "env"], capture_output=True, text=True, check=True
     ).stdout
@@ -363,7 +365,6 @@ async def main() -> None:
     )
     args = parser.parse_args()
     env = cluster_env()
-    env["KUBECONFIG"] = f"{env['SEALTUNE_STATE']}/kubeconfig"
     # Room for both phases' pods: 110 per node, CPU nodes in two regions.
     cpu_nodes_per_region = max(2, max(args.sizes) // 100 + 1)
     subprocess.run([str(REPO / "hack/cluster"), "pools", "4", "2", str(cpu_nodes_per_region)], check=True)
