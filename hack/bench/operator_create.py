@@ -6,21 +6,20 @@ objects created by a plain client with the same concurrency, in the same run.
 
 Needs a running local cluster (`hack/cluster up`); it grows the kwok pools for the largest N
 (`hack/cluster down` resets them), and deletes its namespaces as it ends. For each N it (1)
-creates, for N jobs, the exact objects the operator's builders produce, with a plain
-asynchronous client at the operator's concurrency (the floor), and deletes them; (2) starts a
-fresh operator, waits until it has listed what exists and gone idle, and applies N FineTuneJobs
-at once, across namespaces of 50 jobs each with a domain each. Both are timed by the same
-instrument, a watch on Jobs, from the first request until it has shown all N (and, for the
-floor, every create has been answered; the operator makes a Job after its companions). It
-reports seconds until every Indexed Job and its companions exist, seconds until every
-FineTuneJob shows Running, the operator's API writes per job (from the API server's request
-counters for the kinds it writes, plus its Events), its peak RSS and CPU seconds, the API
-server's CPU milliseconds per job in each side's window, and checks that every FineTuneJob has
-exactly one of each child, owned by it. With --repeat, each N's row gives the median over its
-pairs (the ratio is the median of the pairs' ratios) and the largest peak RSS. The growth
-columns divide each figure per job by the same figure at the smallest N: 1.0 or less is linear
-or better. The floor's own growth is beside the operator's: on a small machine the control plane
-itself slows as N grows.
+creates, for N jobs, the exact objects the operator's builders produce, with a plain asynchronous
+client at the operator's concurrency (the floor), and deletes them; (2) starts a fresh operator,
+waits until it has listed what exists and gone idle, and applies N FineTuneJobs at once, across
+namespaces of 50 jobs each with a domain each. One untimed pair at the smallest N warms the cluster
+first. Both are timed by the same instrument, a watch on Jobs, from the first request until it has
+shown all N (and, for the floor, every create has been answered; the operator makes a Job after its
+companions). It reports seconds until every Indexed Job and its companions exist, seconds until
+every FineTuneJob shows Running, the operator's API writes per job (from the API server's request
+counters for the kinds it writes, plus its Events), its peak RSS and CPU seconds, the API server's
+CPU milliseconds per job in each side's window, and checks that every FineTuneJob has exactly one
+of each child, owned by it. With --repeat, each N's row gives the median over its pairs (the ratio
+is the median of the pairs' ratios) and the largest peak RSS. The growth columns divide each figure
+per job by the same figure at the smallest N: 1.0 or less is linear or better. The floor's own
+growth is beside the operator's: on a small machine the control plane itself slows as N grows.
 """
 
 from __future__ import annotations
@@ -375,19 +374,25 @@ async def main() -> None:
     )
     kube = KubeClient(load_credentials(env["KUBECONFIG"]), "sealtune-bench", CONCURRENCY)
     rows = []
+
+    async def pair(n: int, run: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        await delete_bench_namespaces(kube)
+        plain = await plain_client(kube, n, run)
+        # Gone before the operator starts: it would index their pods and Jobs (they carry
+        # its labels), and the controllers' work for them would weigh on its measurement.
+        await delete_bench_namespaces(kube)
+        op = await with_operator(kube, env, n, run, Path(f"/tmp/sealtune-bench-operator-{run}.log"))
+        print(json.dumps({"n": n, "run": run, "plain": plain, "operator": op}), flush=True)
+        return plain, op
+
     try:
+        # Untimed: on a freshly started cluster the first pairs are the slowest and noisiest
+        # (a hundred new kwok nodes sending their first heartbeats, cold caches everywhere).
+        await pair(min(args.sizes), f"{RUN}-warmup")
         for n in args.sizes:
             pairs = args.repeat if args.repeat_max is None or n <= args.repeat_max else 1
             for repeat in range(pairs):
-                run = f"{RUN}-{n}-{repeat}"
-                await delete_bench_namespaces(kube)
-                plain = await plain_client(kube, n, run)
-                # Gone before the operator starts: it would index their pods and Jobs (they carry
-                # its labels), and the controllers' work for them would weigh on its measurement.
-                await delete_bench_namespaces(kube)
-                op = await with_operator(kube, env, n, run, Path(f"/tmp/sealtune-bench-operator-{run}.log"))
-                rows.append((n, plain, op))
-                print(json.dumps({"n": n, "plain": plain, "operator": op}), flush=True)
+                rows.append((n, *await pair(n, f"{RUN}-{n}-{repeat}")))
         await delete_bench_namespaces(kube, wait=False)
     finally:
         await kube.close()
