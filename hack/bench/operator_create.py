@@ -428,7 +428,8 @@ def print_table(rows: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None:
     header = (
         f"{'N':>6} {'pairs':>5} {'plain s':>8} {'operator s':>11} {'ratio':>6} {'running s':>10}"
         f" {'writes/job':>11} {'peak MB':>8} {'cpu s':>7} {'s/job growth':>13} {'floor s/job growth':>19}"
-        f" {'MB/job growth':>14} {'API ms/job plain':>17} {'API ms/job operator':>20}  children"
+        f" {'MB/job growth':>14} {'cpu s/job growth':>17} {'API ms/job plain':>17}"
+        f" {'API ms/job operator':>20}  children"
     )
     print("\n" + header)
     n0, first = sizes[0], by_n[sizes[0]]
@@ -442,7 +443,7 @@ def print_table(rows: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None:
             f"{n:>6} {len(row['ratios']):>5} {row['plain_s']:>8.1f} {row['operator_s']:>11.1f} "
             f"{row['ratio']:>6.2f} {row['running_s']:>10.1f} {row['writes_per_job']:>11.1f} "
             f"{row['peak_rss_mb']:>8.0f} {row['cpu_s']:>7.1f} {growth(n, 'operator_s'):>13.2f} "
-            f"{growth(n, 'plain_s'):>19.2f} {growth(n, 'peak_rss_mb'):>14.2f} "
+            f"{growth(n, 'plain_s'):>19.2f} {growth(n, 'peak_rss_mb'):>14.2f} {growth(n, 'cpu_s'):>17.2f} "
             f"{row['plain_api_ms']:>17.1f} {row['operator_api_ms']:>20.1f}  "
             f"{'; '.join(row['problems']) or 'all exactly once'}"
         )
