@@ -1,5 +1,6 @@
 """The API client's concurrency limit: urgent requests first, deferrable ones only while no urgent
-one is in flight, never more than the limit at once, and no slot lost to a cancelled waiter."""
+one is in flight and only a quarter of the slots until urgent work has been quiet for a while,
+never more than the limit at once, and no slot lost to a cancelled waiter."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_urgent_requests_go_before_deferrable_ones_and_each_class_keeps_its_orde
 
 def test_deferrable_requests_wait_while_urgent_ones_are_in_flight_even_with_slots_free() -> None:
     async def go() -> None:
-        limiter, order = PriorityLimiter(4), []
+        limiter, order = PriorityLimiter(4, calm_s=0), []
         async with limiter.slot():
             status = asyncio.create_task(hold(limiter, order, "status", deferrable=True))
             await asyncio.sleep(0)
@@ -44,6 +45,34 @@ def test_deferrable_requests_wait_while_urgent_ones_are_in_flight_even_with_slot
         assert order == ["child", "status"]
         async with limiter.slot(deferrable=True), limiter.slot(deferrable=True):
             pass  # with no urgent work, deferrable requests take free slots at once
+
+    asyncio.run(go())
+
+
+def test_deferrable_requests_get_a_quarter_of_the_slots_until_urgent_work_has_been_quiet() -> None:
+    async def hold_until(limiter: PriorityLimiter, released: asyncio.Event) -> None:
+        async with limiter.slot(deferrable=True):
+            await released.wait()
+
+    async def go() -> None:
+        calm_s = 0.2
+        limiter = PriorityLimiter(8, calm_s=calm_s)
+        async with limiter.slot():
+            pass
+        releases = [asyncio.Event() for _ in range(3)]
+        held = [asyncio.create_task(hold_until(limiter, released)) for released in releases]
+        await asyncio.sleep(calm_s / 4)
+        assert limiter._deferred == 2, "two of eight slots: the deferrable share while urgent work is recent"
+        releases[0].set()
+        await asyncio.sleep(calm_s / 4)
+        assert limiter._deferred == 2 and held[0].done(), "a freed slot of the share passes to the next one"
+        await asyncio.sleep(calm_s)
+        async with limiter.slot(deferrable=True), limiter.slot(deferrable=True):
+            assert limiter._deferred == 4, "once urgent work has been quiet, any free slot will do"
+        for released in releases:
+            released.set()
+        await asyncio.gather(*held)
+        assert limiter._free == 8
 
     asyncio.run(go())
 
@@ -91,6 +120,6 @@ def test_never_more_than_the_limit_at_once_and_every_request_is_served(
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=5)
         assert peak[0] <= limit
         assert set(range(len(requests))) - cancelled <= set(served)
-        assert (limiter._free, limiter._urgent) == (limit, 0), "every slot came back"
+        assert (limiter._free, limiter._urgent, limiter._deferred) == (limit, 0, 0), "every slot came back"
 
     asyncio.run(go())
