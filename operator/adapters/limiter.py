@@ -24,11 +24,9 @@ from heapq import heappop, heappush
 
 class PriorityLimiter:
     def __init__(self, limit: int, *, calm_s: float = 1.0) -> None:
-        self._free = limit
+        self._limit = self._free = limit
         self._urgent = 0
-        """Urgent requests holding a slot."""
-        self._deferred = 0
-        """Deferrable requests holding a slot."""
+        """Urgent requests holding a slot; the others in flight are deferrable ones."""
         self._busy_share = max(1, limit // 4)
         self._calm_s = calm_s
         self._urgent_until = -math.inf
@@ -65,17 +63,15 @@ class PriorityLimiter:
         if self._urgent:
             return False
         calm = asyncio.get_running_loop().time() - self._urgent_until >= self._calm_s
-        return calm or self._deferred < self._busy_share
+        return calm or self._limit - self._free < self._busy_share  # all in flight are deferrable
 
     def _take(self, rank: int) -> None:
         self._free -= 1
         self._urgent += rank == 0
-        self._deferred += rank
 
     def _release(self, rank: int) -> None:
         self._free += 1
         self._urgent -= rank == 0
-        self._deferred -= rank
         if not rank:
             self._urgent_until = asyncio.get_running_loop().time()
         self._wake()
