@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from . import builders, metrics, names
-from .adapters.kube import ApiError, Conflict, KubeClient
+from .adapters.kube import ApiError, Conflict, KubeClient, Superseded
 from .adapters.vault import VaultProblem
 from .api.v1alpha1 import DataDomain, FineTuneJob
 from .api.v1alpha1.conditions import JobConditionType as T
@@ -172,6 +172,10 @@ class Controller:
     _applied: dict[Key, tuple[tuple[Any, ...], str]] = field(default_factory=dict)
     """Per job, what its companions were built from and the hash of those last applied, so
     unchanged ones are neither rebuilt nor re-sent."""
+    _overtaken: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    """Per job, the status of a write that news overtook while it waited its turn, unsent. The
+    next reconcile decides from it rather than from the stored status, so what it recorded first
+    (admittedAt, a condition's transition time, the Vault data key) is what goes out."""
     _jobs_made: set[Key] = field(default_factory=set)
     """Jobs whose batch Job this process made: until the watch shows it, it is not made again."""
     _domains: dict[str, tuple[str, DataDomain]] = field(default_factory=dict)
@@ -247,6 +251,7 @@ class Controller:
         self._applied.pop(key, None)
         self._jobs_made.discard(key)
         self._written.pop(key, None)
+        self._overtaken.pop(key, None)
 
     async def close(self) -> None:
         """Stops every reconcile, timer and progress reader, before the clients they use close."""
@@ -301,7 +306,7 @@ class Controller:
         async with self._admission(key):
             report = await self._decide(key)
         if report is not None:
-            await self._write_status(key, *report)
+            await self._write_status(key, *report, may_give_way=True)
 
     def _back_off(
         self, key: Key, failures: dict[Key, int] | None = None, cap: float = MAX_BACKOFF_SECONDS
@@ -354,6 +359,7 @@ class Controller:
         if old_status.get("phase") in TERMINAL_PHASES:
             await self._finished(key, job, body, old_status, domain)
             return None
+        basis = self._overtaken.get(key, old_status)
 
         violation: Violation | None
         if domain is None:
@@ -369,16 +375,14 @@ class Controller:
         pods = tuple(p for p in (self.snapshot.pods().get(key) or ()) if isinstance(p, PodObservation))
         secured = None
         if violation is None and domain is not None:
-            secured = await self._admitted(key, job, domain, body, old_status=old_status, batch=batch)
+            secured = await self._admitted(key, job, domain, body, old_status=basis, batch=batch)
         elif batch is not None and not batch.suspended:
             # The domain no longer admits this job: stop its workers, keep everything else.
             await self.kube.merge_patch("Job", names.batch_job(key[1]), key[0], {"spec": {"suspend": True}})
 
         now = datetime.now(UTC)
         seen = Observation(batch, pods)
-        status = compute_status(
-            job, old_status, violation, seen, now, secrets=secured.cond if secured else None
-        )
+        status = compute_status(job, basis, violation, seen, now, secrets=secured.cond if secured else None)
         if secured is not None and secured.vault:
             status["vault"] = secured.vault
         self._with_progress(key, job, status, pods)
@@ -511,12 +515,33 @@ class Controller:
             )
 
     async def _write_status(
-        self, key: Key, body: Mapping[str, Any], old: dict[str, Any], new: dict[str, Any]
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        old: dict[str, Any],
+        new: dict[str, Any],
+        *,
+        may_give_way: bool = False,
     ) -> None:
+        """Writes ``new`` over ``old``. A write that ``may_give_way`` (one the next reconcile
+        decides again from it) is dropped if news about the job came while it waited its turn."""
         if new == old:
+            self._overtaken.pop(key, None)
             return
         before = body["metadata"]["resourceVersion"]
-        written = await self.kube.patch_status("FineTuneJob", key[1], key[0], new, before)
+        try:
+            written = await self.kube.patch_status(
+                "FineTuneJob",
+                key[1],
+                key[0],
+                new,
+                before,
+                superseded=(lambda: key in self._dirty) if may_give_way else None,
+            )
+        except Superseded:
+            self._overtaken[key] = new  # the reconcile that follows (the key is dirty) decides from it
+            return
+        self._overtaken.pop(key, None)
         self._written[key] = (before, Packed.of(written))
         if new.get("phase") != old.get("phase"):
             # A job's phase decides what the reconcile does (a finished job publishes and

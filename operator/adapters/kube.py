@@ -16,7 +16,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,10 @@ class Conflict(ApiError):
 
 class NotFound(ApiError):
     """404."""
+
+
+class Superseded(Exception):
+    """A deferrable write not sent: by its turn, its caller had news that makes it stale."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +232,10 @@ class KubeClient:
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
         deferrable: bool = False,
+        superseded: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
+        """One request, retried on 429. ``superseded`` is asked once the request has its slot,
+        before anything is sent: if it answers yes, Superseded is raised instead."""
         data = None if body is None else json.dumps(body)
         headers = {"Accept": "application/json", **self._credentials.headers()}
         if data is not None:
@@ -236,6 +243,8 @@ class KubeClient:
         delay = 0.5
         for attempt in range(MAX_RETRIES + 1):
             async with self._limit.slot(deferrable=deferrable):
+                if superseded is not None and superseded():
+                    raise Superseded
                 if method != "GET":
                     self.writes += 1
                 async with self._client().request(
@@ -363,6 +372,7 @@ class KubeClient:
         *,
         subresource: str | None = None,
         deferrable: bool = False,
+        superseded: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         return await self.request(
             "PATCH",
@@ -371,15 +381,26 @@ class KubeClient:
             content_type="application/merge-patch+json",
             params={"fieldManager": self._field_manager},
             deferrable=deferrable,
+            superseded=superseded,
         )
 
     async def patch_status(
-        self, kind: str, name: str, namespace: str | None, status: dict[str, Any], resource_version: str
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        status: dict[str, Any],
+        resource_version: str,
+        *,
+        superseded: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """Replaces status, failing with Conflict if the object changed since resource_version was
-        read. Status reports yield to urgent requests (see PriorityLimiter)."""
+        read. Status reports yield to urgent requests (see PriorityLimiter); in a burst one may
+        wait minutes, and ``superseded`` drops it if newer news came meanwhile."""
         patch = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        return await self.merge_patch(kind, name, namespace, patch, subresource="status", deferrable=True)
+        return await self.merge_patch(
+            kind, name, namespace, patch, subresource="status", deferrable=True, superseded=superseded
+        )
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         path = resource_path(obj["kind"], obj["metadata"].get("namespace"))

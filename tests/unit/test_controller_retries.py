@@ -69,7 +69,7 @@ def test_trouble_that_may_pass_is_retried_with_backoff() -> None:
 
 
 class StatusKube:
-    async def patch_status(self, *_: Any) -> dict[str, Any]:
+    async def patch_status(self, *_: Any, **__: Any) -> dict[str, Any]:
         return {**BODY, "metadata": {**BODY["metadata"], "resourceVersion": "2"}}
 
 
