@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 from sealtune.adapters.kube import ApiError
-from sealtune.reconcile import Controller, Packed, Snapshot
-from sealtune.settings import Settings
+from sealtune.reconcile import Controller
+from tests.support.controller import one_job
 
 KEY = ("team-a", "tune")
 BODY = {
@@ -22,19 +22,7 @@ class Failing(Controller):
     def __init__(self, error: Exception) -> None:
         self.events: list[dict[str, Any]] = []
         super().__init__(
-            settings=Settings(),
-            kube=None,  # type: ignore[arg-type]
-            emit=lambda body, **event: self.events.append(event),
-            custody=None,  # type: ignore[arg-type]
-            publisher=None,  # type: ignore[arg-type]
-            audit=None,  # type: ignore[arg-type]
-            snapshot=Snapshot(
-                finetunejobs=lambda: {KEY: [Packed.of(BODY)]},
-                batch_jobs=dict,
-                pods=dict,
-                domains=dict,
-                namespaces=dict,
-            ),
+            **one_job(KEY, BODY, kube=None, emit=lambda body, **event: self.events.append(event))
         )
         self.error, self.calls = error, 0
 

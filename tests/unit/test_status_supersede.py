@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from sealtune.adapters.kube import Credentials, KubeClient, Superseded
-from sealtune.reconcile import Controller, Packed, Snapshot
-from sealtune.settings import Settings
+from sealtune.reconcile import Controller
+from tests.support.controller import one_job
 
 KEY = ("team-a", "tune")
 BODY = {
@@ -54,21 +54,7 @@ class Reporting(Controller):
     stored status stays empty (the fake stores nothing)."""
 
     def __init__(self, decisions: list[Decide], *, may_give_way: bool = True) -> None:
-        super().__init__(
-            settings=Settings(),
-            kube=QueueingKube(),  # type: ignore[arg-type]
-            emit=lambda body, **event: None,
-            custody=None,  # type: ignore[arg-type]
-            publisher=None,  # type: ignore[arg-type]
-            audit=None,  # type: ignore[arg-type]
-            snapshot=Snapshot(
-                finetunejobs=lambda: {KEY: [Packed.of(BODY)]},
-                batch_jobs=dict,
-                pods=dict,
-                domains=dict,
-                namespaces=dict,
-            ),
-        )
+        super().__init__(**one_job(KEY, BODY, kube=QueueingKube(), emit=lambda body, **event: None))
         self.decisions, self.may_give_way = decisions, may_give_way
 
     async def reconcile(self, key: tuple[str, str]) -> None:
