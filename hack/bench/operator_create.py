@@ -1,7 +1,7 @@
 """How fast the operator turns N FineTuneJobs into their objects, against the floor: the same
 objects created by a plain client with the same concurrency, in the same run.
 
-    hack/bench/operator_create.py [N ...] [--repeat R] [--repeat-max N]
+    hack/bench/operator_create.py [N ...] [--repeat R] [--repeat-max N] [--without-pods]
         (default: 100 500 1000 5000, R=1; sizes above --repeat-max run once)
 
 Needs a running local cluster (`hack/cluster up`); it grows the kwok pools for the largest N
@@ -20,6 +20,12 @@ of each child, owned by it. With --repeat, each N's row gives the median over it
 is the median of the pairs' ratios) and the largest peak RSS. The growth columns divide each figure
 per job by the same figure at the smallest N: 1.0 or less is linear or better. The floor's own
 growth is beside the operator's: on a small machine the control plane itself slows as N grows.
+
+Much of that slowing is the control plane's work that follows the creates: the job controller
+makes the pods, the scheduler binds them, kwok runs them, and the endpoint slice controller makes a
+slice for each Service. At the smallest N it comes mostly after the window, at the largest it
+falls inside it, on both sides. --without-pods times the same creates on a cluster whose job and
+endpoint slice controllers are off, so that neither window holds that work.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ CONCURRENCY = 32
 JOBS_PER_NAMESPACE = 50
 OPERATOR_RESOURCES = {"serviceaccounts", "networkpolicies", "configmaps", "services", "jobs"}
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
+FOLLOW_UP = {"job", "endpointslice"}
+"""The controllers whose work follows the creates; --without-pods wants them off."""
 METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 
 
@@ -182,7 +190,20 @@ def api_server_cpu_s() -> float:
 
 @functools.cache
 def api_server_pid() -> int:
-    return int((Path(cluster_env()["SEALTUNE_STATE"]) / "pids/kube-apiserver.pid").read_text())
+    return component_pid("kube-apiserver")
+
+
+def component_pid(name: str) -> int:
+    return int((Path(cluster_env()["SEALTUNE_STATE"]) / f"pids/{name}.pid").read_text())
+
+
+def controllers_off() -> set[str]:
+    """The controllers kube-controller-manager was told not to run, read off its command line."""
+    args = Path(f"/proc/{component_pid('kube-controller-manager')}/cmdline").read_text().split("\0")
+    controllers = next(
+        (a.partition("=")[2] or args[i + 1] for i, a in enumerate(args) if a.startswith("--controllers")), ""
+    )
+    return {c[1:] for c in controllers.split(",") if c.startswith("-")}
 
 
 def process_figures(pid: int) -> dict[str, float]:
@@ -286,7 +307,9 @@ async def plain_client(kube: KubeClient, n: int, run: str) -> dict[str, float]:
     return {"jobs_exist_s": created, "api_ms_per_job": api_ms_per_job, "writes_per_job": writes}
 
 
-async def with_operator(kube: KubeClient, env: dict[str, str], n: int, run: str, log: Path) -> dict[str, Any]:
+async def with_operator(
+    kube: KubeClient, env: dict[str, str], n: int, run: str, log: Path, *, pods: bool
+) -> dict[str, Any]:
     prefix = f"bench-op-{run}-"
     pairs = await prepare(kube, prefix.rstrip("-"), n)
     operator = subprocess.Popen(
@@ -300,14 +323,21 @@ async def with_operator(kube: KubeClient, env: dict[str, str], n: int, run: str,
         before = await operator_writes(kube)
         events_before = await finetunejob_events(kube)
         jobs = await watch_jobs(kube, prefix, n)
-        since = await current_version(kube, "FineTuneJob")
-        runs = asyncio.create_task(watch_count(kube, "FineTuneJob", since, n, in_namespaces(prefix, running)))
+        runs = None
+        if pods:
+            since = await current_version(kube, "FineTuneJob")
+            ran = in_namespaces(prefix, running)
+            runs = asyncio.create_task(watch_count(kube, "FineTuneJob", since, n, ran))
         start, api_cpu = time.monotonic(), api_server_cpu_s()
         await gather_limited([kube.create(job) for _, job in pairs])
         jobs_exist = await until(jobs, operator) - start
         api_ms_per_job = (api_server_cpu_s() - api_cpu) * 1000 / n
-        all_running = await until(runs, operator) - start
-        await asyncio.sleep(2)
+        all_running: float | None = None
+        if runs is not None:
+            all_running = await until(runs, operator) - start
+            await asyncio.sleep(2)
+        else:
+            await idle(operator)  # it has written the jobs' status and Events
         writes = await operator_writes(kube) - before
         events = await finetunejob_events(kube) - events_before
         figures = process_figures(operator.pid)
@@ -362,8 +392,28 @@ async def main() -> None:
         metavar="N",
         help="sizes above N run one pair only (a pair at 5,000 takes over ten minutes)",
     )
+    parser.add_argument(
+        "--without-pods",
+        action="store_true",
+        help="for a cluster whose job and endpoint slice controllers are off (see "
+        "SEALTUNE_KCM_CONTROLLERS in hack/lib/common.sh): both sides' windows hold the creates "
+        "without the control plane's work that follows them; no pod is made, so nothing is timed "
+        "to Running",
+    )
     args = parser.parse_args()
     env = cluster_env()
+    off = controllers_off()
+    if args.without_pods and not off >= FOLLOW_UP:
+        parser.error(
+            "--without-pods needs the job and endpoint slice controllers off: "
+            "SEALTUNE_KCM_CONTROLLERS='*,bootstrapsigner,tokencleaner,-job,-endpointslice' "
+            "hack/cluster restart kube-controller-manager"
+        )
+    if not args.without_pods and "job" in off:
+        parser.error(
+            "the job controller is off, so no job would run: add --without-pods, or turn it on again "
+            "with hack/cluster restart kube-controller-manager"
+        )
     # Room for both phases' pods: 110 per node, CPU nodes in two regions.
     cpu_nodes_per_region = max(2, max(args.sizes) // 100 + 1)
     subprocess.run([str(REPO / "hack/cluster"), "pools", "4", "2", str(cpu_nodes_per_region)], check=True)
@@ -381,7 +431,8 @@ async def main() -> None:
         # Gone before the operator starts: it would index their pods and Jobs (they carry
         # its labels), and the controllers' work for them would weigh on its measurement.
         await delete_bench_namespaces(kube)
-        op = await with_operator(kube, env, n, run, Path(f"/tmp/sealtune-bench-operator-{run}.log"))
+        log = Path(f"/tmp/sealtune-bench-operator-{run}.log")
+        op = await with_operator(kube, env, n, run, log, pods=not args.without_pods)
         print(json.dumps({"n": n, "run": run, "plain": plain, "operator": op}), flush=True)
         return plain, op
 
@@ -414,7 +465,7 @@ def summary(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any
         "ratios": ratios,
         "plain_api_ms": median(plain, "api_ms_per_job"),
         "operator_api_ms": median(op, "api_ms_per_job"),
-        "running_s": median(op, "running_s"),
+        "running_s": median(op, "running_s") if op[0]["running_s"] is not None else None,
         "writes_per_job": median(op, "writes_per_job"),
         "peak_rss_mb": max(o["peak_rss_mb"] for o in op),
         "cpu_s": median(op, "cpu_s"),
@@ -428,22 +479,26 @@ def print_table(rows: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None:
     header = (
         f"{'N':>6} {'pairs':>5} {'plain s':>8} {'operator s':>11} {'ratio':>6} {'running s':>10}"
         f" {'writes/job':>11} {'peak MB':>8} {'cpu s':>7} {'s/job growth':>13} {'floor s/job growth':>19}"
-        f" {'MB/job growth':>14} {'cpu s/job growth':>17} {'API ms/job plain':>17}"
-        f" {'API ms/job operator':>20}  children"
+        f" {'running s/job growth':>21} {'MB/job growth':>14} {'cpu s/job growth':>17}"
+        f" {'API ms/job plain':>17} {'API ms/job operator':>20}  children"
     )
     print("\n" + header)
     n0, first = sizes[0], by_n[sizes[0]]
 
-    def growth(n: int, key: str) -> float:
-        return float((by_n[n][key] / n) / (first[key] / n0))
+    def growth(n: int, key: str) -> float | None:
+        return None if first[key] is None else float((by_n[n][key] / n) / (first[key] / n0))
+
+    def cell(value: float | None, width: int, digits: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
     for n in sizes:
         row = by_n[n]
         print(
             f"{n:>6} {len(row['ratios']):>5} {row['plain_s']:>8.1f} {row['operator_s']:>11.1f} "
-            f"{row['ratio']:>6.2f} {row['running_s']:>10.1f} {row['writes_per_job']:>11.1f} "
+            f"{row['ratio']:>6.2f} {cell(row['running_s'], 10, 1)} {row['writes_per_job']:>11.1f} "
             f"{row['peak_rss_mb']:>8.0f} {row['cpu_s']:>7.1f} {growth(n, 'operator_s'):>13.2f} "
-            f"{growth(n, 'plain_s'):>19.2f} {growth(n, 'peak_rss_mb'):>14.2f} {growth(n, 'cpu_s'):>17.2f} "
+            f"{growth(n, 'plain_s'):>19.2f} {cell(growth(n, 'running_s'), 21, 2)} "
+            f"{growth(n, 'peak_rss_mb'):>14.2f} {growth(n, 'cpu_s'):>17.2f} "
             f"{row['plain_api_ms']:>17.1f} {row['operator_api_ms']:>20.1f}  "
             f"{'; '.join(row['problems']) or 'all exactly once'}"
         )

@@ -20,6 +20,10 @@ SEALTUNE_ETCD_PORT=${SEALTUNE_ETCD_PORT:-2379}
 SEALTUNE_BAO_PORT=${SEALTUNE_BAO_PORT:-8200}
 SEALTUNE_KCM_PORT=${SEALTUNE_KCM_PORT:-10257}
 SEALTUNE_SCHEDULER_PORT=${SEALTUNE_SCHEDULER_PORT:-10259}
+# kube-controller-manager's --controllers. hack/bench/operator_create.py --without-pods wants the
+# job and endpoint slice controllers off ('*,bootstrapsigner,tokencleaner,-job,-endpointslice'):
+# its windows then hold the creates without the control plane's work that follows them.
+SEALTUNE_KCM_CONTROLLERS=${SEALTUNE_KCM_CONTROLLERS:-*,bootstrapsigner,tokencleaner}
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_API_IP=10.96.0.1
 

@@ -94,7 +94,7 @@ start_kube-controller-manager() {
     --root-ca-file "$PKI/ca.crt" \
     --service-account-private-key-file "$PKI/sa.key" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
-    --controllers '*,bootstrapsigner,tokencleaner' \
+    --controllers "$SEALTUNE_KCM_CONTROLLERS" \
     --leader-elect=false --kube-api-qps 200 --kube-api-burst 400 \
     --concurrent-job-syncs 20 --concurrent-gc-syncs 40 --v 1 \
     --node-monitor-grace-period 180s
