@@ -405,8 +405,8 @@ async def main() -> None:
     off = controllers_off()
     if args.without_pods and not off >= FOLLOW_UP:
         parser.error(
-            "--without-pods needs the job and endpoint slice controllers off: "
-            "SEALTUNE_KCM_CONTROLLERS='*,bootstrapsigner,tokencleaner,-job,-endpointslice' "
+            "--without-pods needs the job and endpoint slice controllers off: SEALTUNE_KCM_CONTROLLERS="
+            f"'*,bootstrapsigner,tokencleaner,{','.join(f'-{c}' for c in sorted(FOLLOW_UP))}' "
             "hack/cluster restart kube-controller-manager"
         )
     if not args.without_pods and "job" in off:
