@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import metrics, names
+from . import metrics
 from .adapters.kube import KubeClient
 from .adapters.vault import VaultAdmin, VaultProblem
 from .api.v1alpha1 import DataDomain, FineTuneJob
@@ -23,10 +23,16 @@ from .api.v1alpha1.scalars import parse_duration
 from .audit import AuditLog, Event, Subject
 from .builders import vault as vault_builders
 from .keys import OperatorKeys
+from .names import Workload
 from .receipts import receipt, sign_receipt
 from .status import Cond
 
-FINALIZER = "sealtune.dev/vault-cleanup"
+FINALIZER = "sealtune.dev/cleanup"
+"""Held by every admitted job until its workload (in another namespace than the job, where
+owner references cannot reach) and its Vault objects are gone."""
+WORKLOAD_KINDS = ("Job", "Service", "NetworkPolicy", "ConfigMap", "ServiceAccount")
+"""A job's children in its domain's workload namespace, in the order the cleanup deletes them:
+its workers first, its identity last."""
 MAX_RECEIPTS = 64
 RECHECK_SECONDS = 2.0
 """How soon a deletion that was sent but not yet visible is checked again."""
@@ -120,7 +126,6 @@ class Custody:
                     "the job needs Vault but the operator has no Vault address (set SEALTUNE_VAULT_ADDRESS)",
                 )
             )
-        await self._hold(body)
         wrapped = recorded.get("wrappedDataKey") if recorded.get("dataKey") == plan.data_key else None
         try:
             grant = await self.vault.grant(plan, wrapped)
@@ -132,7 +137,8 @@ class Custody:
             message += f" and the job's data key {grant.transit_mount}/{grant.data_key}"
         return Secured(Cond(T.SECRETS_READY, True, R.VAULT_ROLE_READY, message), grant.status())
 
-    async def _hold(self, body: Mapping[str, Any]) -> None:
+    async def hold(self, body: Mapping[str, Any]) -> None:
+        """The finalizer, before the job has anything in its workload namespace or in Vault."""
         if FINALIZER in (body["metadata"].get("finalizers") or []):
             return
         meta = body["metadata"]
@@ -144,12 +150,18 @@ class Custody:
             }
         )
 
-    async def release(self, body: Mapping[str, Any], domain: DataDomain | None) -> None:
-        """A job being deleted: its role and policy go, its data key is shredded, then the
-        finalizer is removed. Raises VaultProblem (the job is retried) while Vault is away."""
+    async def release(
+        self, body: Mapping[str, Any], domain: DataDomain | None, workload: Workload | None
+    ) -> None:
+        """A job being deleted: its workload goes, its role and policy go, its data key is
+        shredded, then the finalizer is removed. Raises VaultProblem (the job is retried) while
+        Vault is away."""
         meta = body["metadata"]
         if FINALIZER not in (meta.get("finalizers") or []):
             return
+        if workload is not None:
+            for kind in WORKLOAD_KINDS:
+                await self.kube.delete(kind, _child_name(workload, kind), workload.namespace)
         vault = dict((body.get("status") or {}).get("vault") or {})
         name = vault.get("role") or vault_builders.object_name(meta["namespace"], meta["name"], meta["uid"])
         mount = vault.get("transitMount") or (
@@ -173,7 +185,7 @@ class Custody:
             gone = []
             for due in deletion_schedule(now, Retention(checkpoints="0s"), names_)[1:]:
                 done = await self._delete(
-                    Due(due.target, now, "the FineTuneJob was deleted"), body, names_, now
+                    Due(due.target, now, "the FineTuneJob was deleted"), body, workload, names_, now
                 )
                 if done is None:
                     raise VaultProblem(
@@ -192,6 +204,7 @@ class Custody:
     async def settle(
         self,
         body: Mapping[str, Any],
+        workload: Workload | None,
         status: dict[str, Any],
         retention: Retention,
         *,
@@ -217,7 +230,7 @@ class Custody:
             if wait > 0 or (due.target == "trainingCopies" and hold_copies):
                 next_due = wait if next_due is None else min(next_due, max(wait, RECHECK_SECONDS))
                 continue
-            done = await self._delete(due, body, vault, now)
+            done = await self._delete(due, body, workload, vault, now)
             if done is None:  # deleted, not yet gone: checked again shortly
                 next_due = RECHECK_SECONDS if next_due is None else min(next_due, RECHECK_SECONDS)
                 continue
@@ -251,12 +264,15 @@ class Custody:
         return signed
 
     async def _delete(
-        self, due: Due, body: Mapping[str, Any], vault: Mapping[str, Any], now: datetime
+        self,
+        due: Due,
+        body: Mapping[str, Any],
+        workload: Workload | None,
+        vault: Mapping[str, Any],
+        now: datetime,
     ) -> list[dict[str, Any]] | None:
         """Deletes one target and checks it is gone; its unsigned receipts, or None while a
         deleted object still exists."""
-        meta = body["metadata"]
-        name, namespace = meta["name"], meta["namespace"]
 
         def made(kind: str, what: str, verification: str, uid: str | None = None) -> dict[str, Any]:
             return receipt(
@@ -264,11 +280,14 @@ class Custody:
             )
 
         if due.target == "trainingCopies":
-            objects = [("Job", names.batch_job(name)), ("ConfigMap", names.config_map(name))]
+            if workload is None:
+                # Its domain and the namespace made for it are gone, and the copies with them.
+                return [made("Namespace", "", "the domain's workload namespace no longer exists")]
+            objects = [("Job", workload.batch_job), ("ConfigMap", workload.config_map)]
             remaining = []
             for kind, what in objects:
-                await self.kube.delete(kind, what, namespace)
-                if await self.kube.get(kind, what, namespace) is not None:
+                await self.kube.delete(kind, what, workload.namespace)
+                if await self.kube.get(kind, what, workload.namespace) is not None:
                     remaining.append(what)
             if remaining:
                 return None
@@ -345,3 +364,13 @@ def _revoked(cond: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "message": "the job ended: its Vault role and policy were removed",
         "lastTransitionTime": _ts(now),
     }
+
+
+def _child_name(workload: Workload, kind: str) -> str:
+    return {
+        "Job": workload.batch_job,
+        "Service": workload.service,
+        "NetworkPolicy": workload.network_policy,
+        "ConfigMap": workload.config_map,
+        "ServiceAccount": workload.service_account,
+    }[kind]

@@ -1,37 +1,83 @@
 """Deterministic names of a FineTuneJob's children: a handler that runs twice finds, never
-duplicates, what the first run made (so no generateName anywhere)."""
+duplicates, what the first run made (so no generateName anywhere).
+
+A job's workload runs in its domain's workload namespace, which jobs of many teams share: its
+children are named after the job's name and uid, so that two teams' jobs of the same name, or a
+job re-created under an old name, never meet each other's objects."""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+
 LABEL_JOB = "sealtune.dev/finetunejob"
+LABEL_JOB_NAMESPACE = "sealtune.dev/finetunejob-namespace"
+LABEL_JOB_UID = "sealtune.dev/finetunejob-uid"
 LABEL_DOMAIN = "sealtune.dev/domain"
+LABEL_WORKLOAD_OF = "sealtune.dev/workload-of"
+"""On a namespace sealtune created as a domain's workload namespace: the domain's name."""
 LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sealtune", "app.kubernetes.io/part-of": "sealtune"}
 ANNOTATION_DESIRED_HASH = "sealtune.dev/companions-hash"
 """On the Job: the hash of its companions' desired state when they were last applied."""
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+UID_CHARS = 8
+"""Characters of the job's uid in its children's names: 32 random bits, unique among the jobs of
+one namespace, and the names stay valid DNS labels (a 48-character job name, '-', 8, and the
+'-<index>' of a pod's hostname fit in 63)."""
 
 
-def service_account(job: str) -> str:
-    return f"{job}-trainer"
+def workload_namespace(domain: str, requested: str | None = None) -> str:
+    """The domain's workload namespace: spec.workloadNamespace, or sealtune-<domain> (a domain's
+    name may be a dotted subdomain, a namespace only a label; long names are cut with a hash)."""
+    if requested:
+        return requested
+    name = "sealtune-" + domain.replace(".", "-")
+    if len(name) > 63:
+        name = f"{name[:46]}-{hashlib.sha256(domain.encode()).hexdigest()[:16]}"
+    return name
 
 
-def config_map(job: str) -> str:
-    return f"{job}-trainer-config"
+@dataclass(frozen=True)
+class Workload:
+    """Where one FineTuneJob's workload lives and what its children are called."""
 
+    namespace: str
+    """The domain's workload namespace."""
+    base: str
+    """<job name>-<first characters of its uid>."""
+    job_namespace: str
+    """The FineTuneJob's own namespace (its team's)."""
 
-def network_policy(job: str) -> str:
-    return f"{job}-isolation"
+    @classmethod
+    def of(cls, job_name: str, uid: str, job_namespace: str, namespace: str) -> Workload:
+        return cls(namespace, f"{job_name}-{uid.replace('-', '')[:UID_CHARS]}", job_namespace)
 
+    @property
+    def output_dir(self) -> str:
+        """The run's own directory under the output claim's path: <team namespace>/<base>."""
+        return f"{self.job_namespace}/{self.base}"
 
-def rendezvous_service(job: str) -> str:
-    return job
+    @property
+    def service_account(self) -> str:
+        return f"{self.base}-trainer"
 
+    @property
+    def config_map(self) -> str:
+        return f"{self.base}-trainer-config"
 
-def batch_job(job: str) -> str:
-    return job
+    @property
+    def network_policy(self) -> str:
+        return f"{self.base}-isolation"
 
+    @property
+    def service(self) -> str:
+        return self.base
 
-def worker_hostname(job: str, index: int) -> str:
-    """The hostname the Job controller gives the pod of an Indexed Job's completion index."""
-    return f"{batch_job(job)}-{index}"
+    @property
+    def batch_job(self) -> str:
+        return self.base
+
+    def worker_hostname(self, index: int) -> str:
+        """The hostname the Job controller gives the pod of an Indexed Job's completion index."""
+        return f"{self.batch_job}-{index}"

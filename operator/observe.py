@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .names import ANNOTATION_DESIRED_HASH, COMPLETION_INDEX_ANNOTATION
+from .names import ANNOTATION_DESIRED_HASH, COMPLETION_INDEX_ANNOTATION, LABEL_JOB_UID
 
 STARTING = ("ContainerCreating", "PodInitializing")
 """Waiting reasons that are just a container on its way up, not news."""
@@ -27,6 +27,10 @@ class JobObservation:
     owner_uid: str | None = None
     # Terminal condition of the batch Job, if any: ("Complete" | "Failed", reason, message).
     finished: tuple[str, str, str] | None = None
+    namespace: str = ""
+    job_uid: str = ""
+    """The uid of the FineTuneJob its labels name. Only a Job in that job's workload namespace,
+    where tenants create nothing, with that uid counts as the job's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,9 @@ class PodObservation:
     waiting: str | None = None
     """Why a container cannot start, e.g. "vault-init: ImagePullBackOff: ...", while it waits."""
     ip: str | None = None
+    namespace: str = ""
+    job_uid: str = ""
+    """As for JobObservation: anyone may label a pod of their own namespace as a job's worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,8 @@ def observe_job(body: dict[str, Any]) -> JobObservation:
             finished = (cond["type"], cond.get("reason") or "", cond.get("message") or "")
     return JobObservation(
         uid=body["metadata"]["uid"],
+        namespace=body["metadata"].get("namespace", ""),
+        job_uid=(body["metadata"].get("labels") or {}).get(LABEL_JOB_UID, ""),
         suspended=bool((body.get("spec") or {}).get("suspend")),
         active=status.get("active", 0),
         ready=status.get("ready", 0) or 0,
@@ -107,6 +116,8 @@ def observe_pod(body: dict[str, Any]) -> PodObservation:
     owners = metadata.get("ownerReferences") or []
     return PodObservation(
         name=metadata["name"],
+        namespace=metadata.get("namespace", ""),
+        job_uid=(metadata.get("labels") or {}).get(LABEL_JOB_UID, ""),
         index=int((metadata.get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "0")),
         node_name=spec.get("nodeName"),
         phase=status.get("phase", "Pending"),

@@ -72,23 +72,6 @@ def check_namespace(s: Subject) -> list[Violation]:
     ]
 
 
-def check_service_account(s: Subject) -> list[Violation]:
-    name = s.job.spec.service_account_name
-    if name is None:
-        return []
-    allowed = {(ref.namespace or s.namespace, ref.name) for ref in s.domain.spec.access.service_accounts}
-    if (s.namespace, name) in allowed:
-        return []
-    return [
-        Violation(
-            "spec.serviceAccountName",
-            Reason.SERVICE_ACCOUNT_NOT_ALLOWED,
-            f"ServiceAccount {s.namespace}/{name} is not in DataDomain {s.domain.metadata['name']}'s "
-            "spec.access.serviceAccounts; leave spec.serviceAccountName unset to run under a per-job account",
-        )
-    ]
-
-
 def check_method(s: Subject) -> list[Violation]:
     method, allowed = s.job.spec.method.type, s.domain.spec.methods
     if method in allowed:
@@ -174,27 +157,26 @@ def check_privacy(s: Subject) -> list[Violation]:
     return found
 
 
-def check_data_reachable(s: Subject) -> list[Violation]:
+def check_output_claim(s: Subject) -> list[Violation]:
     source = s.domain.spec.source.pvc
-    if source is None or source.namespace == s.namespace:
+    if source is None or s.job.spec.output.storage.claim_name != source.claim_name:
         return []
     return [
         Violation(
-            "spec.domainRef",
-            Reason.NAMESPACE_NOT_ALLOWED,
-            f"DataDomain {s.domain.metadata['name']}'s data claim lives in namespace {source.namespace}, "
-            f"and a pod can mount claims of its own namespace only; run the job in {source.namespace}",
+            "spec.output.storage.claimName",
+            Reason.OUTPUT_CLAIM_NOT_ALLOWED,
+            f"claim {source.claim_name} holds DataDomain {s.domain.metadata['name']}'s data set, which "
+            "jobs only read; name the output claim the domain's admin provisioned for results",
         )
     ]
 
 
 CHECKS: tuple[Check, ...] = (
     check_namespace,
-    check_service_account,
     check_method,
     check_limits,
     check_privacy,
-    check_data_reachable,
+    check_output_claim,
 )
 
 
@@ -210,4 +192,14 @@ def domain_not_found(job: FineTuneJob) -> Violation:
         "spec.domainRef.name",
         Reason.DOMAIN_NOT_FOUND,
         f"DataDomain {name} does not exist; create it or name an existing domain",
+    )
+
+
+def workload_namespace_conflict(domain: DataDomain, namespace: str) -> Violation:
+    return Violation(
+        "spec.workloadNamespace",
+        Reason.WORKLOAD_NAMESPACE_CONFLICT,
+        f"namespace {namespace} exists, but sealtune did not create it as DataDomain "
+        f"{domain.metadata['name']}'s workload namespace, so others may hold rights in it; the domain's "
+        "admin names an unused namespace in the DataDomain's spec.workloadNamespace, or deletes that one",
     )

@@ -16,6 +16,7 @@ from .api.v1alpha1 import DataDomain, FineTuneJob
 from .api.v1alpha1.conditions import JobConditionType as T
 from .api.v1alpha1.conditions import PublishedReason as R
 from .api.v1alpha1.modelartifact import FileDigest, Hyperparameters, Signature
+from .builders.meta import workload_of
 from .keys import OperatorKeys
 from .observe import PodObservation
 from .settings import Settings
@@ -86,7 +87,8 @@ def model_artifact(
     job_name, namespace = job.metadata["name"], job.metadata["namespace"]
     name = name or job_name
     output = job.spec.output.storage
-    storage_path = job_name if output.path in (".", "") else f"{output.path}/{job_name}"
+    run_dir = workload_of(job, domain).output_dir
+    storage_path = run_dir if output.path in (".", "") else f"{output.path}/{run_dir}"
     summary = result_summary(dict(result))
     hyperparameters = Hyperparameters(
         method=job.spec.method,

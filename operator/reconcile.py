@@ -29,10 +29,13 @@ from .api.v1alpha1.conditions import JobConditionType as T
 from .api.v1alpha1.conditions import PublishedReason
 from .api.v1alpha1.datadomain import Retention
 from .audit import AuditError, AuditLog, Event, Subject
+from .builders.meta import domain_namespace, workload_of
+from .builders.namespace import default_deny, namespace_object
 from .builders.workload import indexed_job
 from .custody import Custody, Secured
+from .names import LABEL_WORKLOAD_OF, Workload
 from .observe import JobObservation, Observation, PodObservation
-from .policy import Violation, domain_not_found, evaluate
+from .policy import Violation, domain_not_found, evaluate, workload_namespace_conflict
 from .progress import ProgressReader, trainer_metrics_url, world_size
 from .publication import Publisher
 from .settings import Settings
@@ -176,6 +179,8 @@ class Controller:
     """Per job, the status of a write that news overtook while it waited its turn, unsent. The
     next reconcile decides from it rather than from the stored status, so what it recorded first
     (admittedAt, a condition's transition time, the Vault data key) is what goes out."""
+    _namespaces_made: set[str] = field(default_factory=set)
+    """Workload namespaces this process made: until the watch shows one, it is not made again."""
     _jobs_made: set[Key] = field(default_factory=set)
     """Jobs whose batch Job this process made: until the watch shows it, it is not made again."""
     _domains: dict[str, tuple[str, DataDomain]] = field(default_factory=dict)
@@ -350,14 +355,15 @@ class Controller:
             log.error("FineTuneJob %s/%s does not parse: %s", *key, error.errors()[:3])
             return None
         domain = self._domain(job.spec.domain_ref.name)
+        workload = self._workload(job, domain)
         if body["metadata"].get("deletionTimestamp"):
-            # Going away: its children go with it through their owner references; its Vault
-            # objects need the finalizer's cleanup.
-            await self.custody.release(body, domain)
+            # Going away: its children live in another namespace, out of reach of owner
+            # references, and its Vault objects outside Kubernetes: the finalizer's cleanup.
+            await self.custody.release(body, domain, workload)
             return None
         old_status: dict[str, Any] = dict(body.get("status") or {})
         if old_status.get("phase") in TERMINAL_PHASES:
-            await self._finished(key, job, body, old_status, domain)
+            await self._finished(key, job, body, old_status, domain=domain, workload=workload)
             return None
         basis = self._overtaken.get(key, old_status)
 
@@ -367,18 +373,16 @@ class Controller:
         else:
             labels = _one(self.snapshot.namespaces().get(key[0])) or {}
             violations = evaluate(job, domain, labels)
-            violation = violations[0] if violations else None
+            violation = violations[0] if violations else self._namespace_conflict(domain)
 
-        batch: JobObservation | None = _one(self.snapshot.batch_jobs().get(key))
-        if batch is not None and batch.uid and batch_job_owner_mismatch(batch, body):
-            batch = None
-        pods = tuple(p for p in (self.snapshot.pods().get(key) or ()) if isinstance(p, PodObservation))
+        batch, pods = self._workload_seen(key, body, workload)
         secured = None
-        if violation is None and domain is not None:
-            secured = await self._admitted(key, job, domain, body, old_status=basis, batch=batch)
-        elif batch is not None and not batch.suspended:
+        if violation is None and domain is not None and workload is not None:
+            secured = await self._admitted(key, job, domain, workload, body, old_status=basis, batch=batch)
+        elif batch is not None and workload is not None and not batch.suspended:
             # The domain no longer admits this job: stop its workers, keep everything else.
-            await self.kube.merge_patch("Job", names.batch_job(key[1]), key[0], {"spec": {"suspend": True}})
+            patch = {"spec": {"suspend": True}}
+            await self.kube.merge_patch("Job", workload.batch_job, workload.namespace, patch)
 
         now = datetime.now(UTC)
         seen = Observation(batch, pods)
@@ -388,18 +392,65 @@ class Controller:
         self._with_progress(key, job, status, pods)
         return reference(body), old_status, status
 
+    def _workload(self, job: FineTuneJob, domain: DataDomain | None) -> Workload | None:
+        """Where the job's workload lives: its domain's workload namespace. With the domain
+        gone, the namespace that sealtune made for a domain of that name, if any."""
+        if domain is not None:
+            return workload_of(job, domain)
+        assert self.snapshot is not None
+        name = job.spec.domain_ref.name
+        for namespace, store in self.snapshot.namespaces().items():
+            if (_one(store) or {}).get(LABEL_WORKLOAD_OF) == name:
+                meta = job.metadata
+                return Workload.of(meta["name"], meta.get("uid", ""), meta["namespace"], namespace)
+        return None
+
+    def _namespace_conflict(self, domain: DataDomain) -> Violation | None:
+        """A workload namespace that exists but that sealtune did not make for this domain is
+        never used: whoever made it may hold rights in it."""
+        assert self.snapshot is not None
+        store = self.snapshot.namespaces().get(domain_namespace(domain))
+        if store is None:
+            return None
+        labels = _one(store) or {}
+        if labels.get(LABEL_WORKLOAD_OF) == domain.metadata["name"]:
+            return None
+        return workload_namespace_conflict(domain, domain_namespace(domain))
+
+    def _workload_seen(
+        self, key: Key, body: Mapping[str, Any], workload: Workload | None
+    ) -> tuple[JobObservation | None, tuple[PodObservation, ...]]:
+        """The job's batch Job and pods: only those in its workload namespace that carry its uid
+        count. Anyone may label an object of their own namespace as a job's worker."""
+        assert self.snapshot is not None
+        if workload is None:
+            return None, ()
+        uid = body["metadata"].get("uid")
+
+        def ours(seen: JobObservation | PodObservation) -> bool:
+            return seen.namespace == workload.namespace and seen.job_uid == uid
+
+        batch = next((b for b in self.snapshot.batch_jobs().get(key) or () if ours(b)), None)
+        pods = tuple(p for p in self.snapshot.pods().get(key) or () if ours(p))
+        return batch, pods
+
     async def _admitted(
         self,
         key: Key,
         job: FineTuneJob,
         domain: DataDomain,
+        workload: Workload,
         body: Mapping[str, Any],
         *,
         old_status: Mapping[str, Any],
         batch: JobObservation | None,
     ) -> Secured:
-        """An admitted job: its Vault objects first, then its children; while Vault cannot
-        help, no child is made and the job is retried with backoff."""
+        """An admitted job: its finalizer and workload namespace first, then its Vault objects,
+        then its children; while Vault cannot help, no child is made and the job is retried
+        with backoff."""
+        await self.custody.hold(body)
+        if batch is None:
+            await self._ensure_namespace(domain)
         secured = await self.custody.secure(job, domain, body, old_status)
         if secured.cond.status:
             wrapped = (secured.vault or {}).get("wrappedDataKey")
@@ -455,6 +506,16 @@ class Controller:
         cached = self._domains.get(domain.metadata["name"])
         return cached[0] if cached is not None and cached[1] is domain else None
 
+    async def _ensure_namespace(self, domain: DataDomain) -> None:
+        """Makes the domain's workload namespace, with its default-deny policy, once."""
+        assert self.snapshot is not None
+        name = domain_namespace(domain)
+        if name in self._namespaces_made or self.snapshot.namespaces().get(name) is not None:
+            return
+        for obj in (namespace_object(domain), default_deny(domain)):
+            await self.kube.create_or_apply(obj)
+        self._namespaces_made.add(name)
+
     async def _apply_children(
         self,
         key: Key,
@@ -468,7 +529,7 @@ class Controller:
         desired state, so after a restart unchanged companions are not sent again. Until the job,
         its domain or its data key changes, nothing is even rebuilt: most reconciles of a running
         job follow its pods."""
-        meta = job.metadata
+        meta, workload = job.metadata, workload_of(job, domain)
         inputs = (meta.get("uid"), meta.get("generation"), self._domain_version(domain), wrapped)
         applied = self._applied.get(key)
         if applied is None or applied[0] != inputs:
@@ -479,7 +540,6 @@ class Controller:
                     child
                     for child in builders.desired_children(job, domain, self.settings, wrapped)
                     if child["kind"] != "Job"
-                    and not (child["kind"] == "ServiceAccount" and job.spec.service_account_name)
                 ]
                 digest = desired_hash(companions)
                 if digest not in (applied and applied[1], batch.desired_hash if batch else None):
@@ -489,9 +549,8 @@ class Controller:
                     await asyncio.gather(*(send(child) for child in companions))
                     if batch is not None:
                         annotations = {names.ANNOTATION_DESIRED_HASH: digest}
-                        await self.kube.merge_patch(
-                            "Job", names.batch_job(key[1]), key[0], {"metadata": {"annotations": annotations}}
-                        )
+                        patch = {"metadata": {"annotations": annotations}}
+                        await self.kube.merge_patch("Job", workload.batch_job, workload.namespace, patch)
             applied = self._applied[key] = (inputs, digest)
         await self._apply_job(key, job, domain, batch, applied[1])
 
@@ -509,9 +568,11 @@ class Controller:
                 await self.kube.create_or_apply(desired)
             self._jobs_made.add(key)
             return
-        if job.spec.scheduling.queue_name is None and batch.suspended != job.spec.scheduling.suspend:
+        suspend = job.spec.scheduling.suspend
+        if job.spec.scheduling.queue_name is None and batch.suspended != suspend:
+            workload = workload_of(job, domain)
             await self.kube.merge_patch(
-                "Job", names.batch_job(key[1]), key[0], {"spec": {"suspend": job.spec.scheduling.suspend}}
+                "Job", workload.batch_job, workload.namespace, {"spec": {"suspend": suspend}}
             )
 
     async def _write_status(
@@ -576,12 +637,15 @@ class Controller:
         await self.audit.record(event, Subject.of(body), details)
 
     async def _publish(
-        self, key: Key, job: FineTuneJob, domain: DataDomain, status: dict[str, Any]
+        self,
+        key: Key,
+        job: FineTuneJob,
+        domain: DataDomain,
+        status: dict[str, Any],
+        pods: list[PodObservation],
     ) -> dict[str, Any]:
         """Signs and writes the job's ModelArtifact from its lead worker's result; a signer
         that fails is retried with backoff, a result that cannot be signed is reported."""
-        assert self.snapshot is not None
-        pods = [p for p in self.snapshot.pods().get(key) or () if isinstance(p, PodObservation)]
         lead = next((p for p in pods if p.index == 0 and p.termination_message), None)
         result = parse_result(lead.termination_message if lead else None)
         ref = None
@@ -608,17 +672,21 @@ class Controller:
         job: FineTuneJob,
         body: Mapping[str, Any],
         status: dict[str, Any],
+        *,
         domain: DataDomain | None,
+        workload: Workload | None,
     ) -> None:
         """A finished job keeps its status. Its Vault objects are deleted when they fall due,
         and the job itself once ttlSecondsAfterFinished passes: both counted from timestamps in
         its status, so downtime of the operator delays nothing beyond its return."""
         current = status
         if status.get("phase") == "Succeeded" and domain is not None and not _published(status):
-            current = await self._publish(key, job, domain, current)
+            pods = list(self._workload_seen(key, body, workload)[1])
+            current = await self._publish(key, job, domain, current, pods)
         retention = domain.spec.retention if domain is not None else Retention()
         settled, next_due = await self.custody.settle(
             body,
+            workload,
             current,
             retention,
             hold_copies=not _published(current) and current["phase"] == "Succeeded",
@@ -680,8 +748,3 @@ def is_bad_news(cond: Mapping[str, Any]) -> bool:
         and cond["status"] == "False"
         and cond["reason"] not in ("Pending", "VaultRoleRevoked")
     )
-
-
-def batch_job_owner_mismatch(batch: JobObservation, body: Mapping[str, Any]) -> bool:
-    """A Job of the same name left from an earlier FineTuneJob of the same name is not ours."""
-    return False if batch.owner_uid is None else batch.owner_uid != body["metadata"].get("uid")

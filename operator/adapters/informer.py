@@ -68,15 +68,19 @@ class Informer(Generic[V]):
         kind: str,
         *,
         label: str | None,
+        namespace_label: str | None = None,
         transform: Callable[[dict[str, Any]], V],
         on_event: OnEvent,
         namespaces: tuple[str, ...] = (),
         page_size: int = 200,
     ) -> None:
         """Follows objects of ``kind`` that carry ``label`` (its value names their FineTuneJob),
-        or without a label every object of ``kind``, each a group of its own; in ``namespaces``
+        and, where ``namespace_label`` is given, carry the job's namespace in that label (a job's
+        workload lives in its domain's namespace, not the job's own); or without a label every
+        object of ``kind``, each a group of its own; in ``namespaces``
         or, when none are named, in all."""
         self._kube, self._kind, self._label = kube, kind, label
+        self._namespace_label = namespace_label
         self._transform, self._on_event = transform, on_event
         self._namespaces, self._page_size = namespaces, page_size
         self._groups: dict[Group, dict[str, V]] = {}
@@ -97,9 +101,7 @@ class Informer(Generic[V]):
         if type == "DELETED":
             group = self._drop(key)
         else:
-            group = (
-                key if self._label is None else (key[0], (metadata.get("labels") or {}).get(self._label, ""))
-            )
+            group = key if self._label is None else self._group(key[0], metadata.get("labels") or {})
             old = self._group_of.get(key)
             if old is not None and old != group:
                 self._drop(key)  # relabelled to another job: it leaves the old one
@@ -108,6 +110,12 @@ class Informer(Generic[V]):
             self._group_of[key] = group
         if group is not None:
             self._on_event(type, group)
+
+    def _group(self, namespace: str, labels: Mapping[str, str]) -> Group:
+        assert self._label is not None
+        if self._namespace_label is not None:
+            namespace = labels.get(self._namespace_label, "")
+        return (namespace, labels.get(self._label, ""))
 
     def _drop(self, key: ObjectKey) -> Group | None:
         group = self._group_of.pop(key, None)

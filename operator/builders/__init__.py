@@ -25,10 +25,10 @@ def desired_children(
     that no pod ever starts without its NetworkPolicy, and the Job last. ``wrapped_job_key`` is
     the job's data key as Vault wrapped it (status.vault.wrappedDataKey), when it has one."""
     return [
-        service_account(job),
+        service_account(job, domain),
         network_policy(job, domain, settings),
         trainer_config_map(job, domain, settings, wrapped_job_key),
-        rendezvous_service(job, settings),
+        rendezvous_service(job, domain, settings),
         indexed_job(job, domain, settings),
     ]
 

@@ -8,11 +8,10 @@ from typing import Any
 
 from sealtune_trainer.contract import TrainerConfig
 
-from .. import names
 from ..api.v1alpha1 import DataDomain, FineTuneJob
 from ..settings import Settings
 from . import mounts
-from .meta import child_metadata
+from .meta import child_metadata, workload_of
 from .vault import DATA_KEY_FILE, INIT_CONFIG_FILE, JOB_KEY_FILE, init_config, init_config_json
 
 DATA_FORMATS = {"text": "text", "promptCompletion": "prompt_completion", "chat": "chat"}
@@ -36,7 +35,7 @@ def trainer_config(job: FineTuneJob, domain: DataDomain, settings: Settings) -> 
     dp = spec.privacy.differential_privacy
     gates = spec.evaluation
     encrypted = domain.spec.encryption.type != "none"
-    output_dir = f"{mounts.OUTPUT_DIR}/{job.metadata['name']}"
+    output_dir = f"{mounts.OUTPUT_DIR}/{workload_of(job, domain).output_dir}"
     return TrainerConfig.model_validate(
         {
             "data": {
@@ -108,6 +107,7 @@ def trainer_config_map(
     job: FineTuneJob, domain: DataDomain, settings: Settings, wrapped_job_key: str | None = None
 ) -> dict[str, Any]:
     """The trainer's config and, when the job needs Vault, its init container's instructions."""
+    workload = workload_of(job, domain)
     config = trainer_config(job, domain, settings)
     body = config.model_dump(mode="json", by_alias=True, exclude_none=True)
     data = {mounts.CONFIG_FILE: json.dumps(body, indent=2, sort_keys=True)}
@@ -117,7 +117,7 @@ def trainer_config_map(
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": child_metadata(job, names.config_map(job.metadata["name"]), "config"),
+        "metadata": child_metadata(job, workload, workload.config_map, "config"),
         "immutable": False,
         "data": data,
     }

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import names
 from ..api.v1alpha1 import DataDomain, FineTuneJob
 from ..settings import Settings
 from .endpoints import endpoint
-from .meta import child_metadata, selector_labels
+from .meta import child_metadata, selector_labels, workload_of
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
@@ -30,6 +29,7 @@ def _url_rule(url: str) -> dict[str, Any] | None:
 
 
 def network_policy(job: FineTuneJob, domain: DataDomain, settings: Settings) -> dict[str, Any]:
+    workload = workload_of(job, domain)
     own_pods = {"podSelector": {"matchLabels": selector_labels(job)}}
     metrics = _ports((settings.metrics_port, "TCP"))
     ingress = [
@@ -70,7 +70,7 @@ def network_policy(job: FineTuneJob, domain: DataDomain, settings: Settings) -> 
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": child_metadata(job, names.network_policy(job.metadata["name"]), "isolation"),
+        "metadata": child_metadata(job, workload, workload.network_policy, "isolation"),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(job)},
             "policyTypes": ["Ingress", "Egress"],

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import names
-from ..api.v1alpha1 import FineTuneJob
+from ..api.v1alpha1 import DataDomain, FineTuneJob
 from ..settings import Settings
-from .meta import child_metadata, selector_labels
+from .meta import child_metadata, selector_labels, workload_of
 
 
-def rendezvous_service(job: FineTuneJob, settings: Settings) -> dict[str, Any]:
+def rendezvous_service(job: FineTuneJob, domain: DataDomain, settings: Settings) -> dict[str, Any]:
+    workload = workload_of(job, domain)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": child_metadata(job, names.rendezvous_service(job.metadata["name"]), "rendezvous"),
+        "metadata": child_metadata(job, workload, workload.service, "rendezvous"),
         "spec": {
             "clusterIP": "None",
             "selector": selector_labels(job),

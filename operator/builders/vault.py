@@ -12,10 +12,10 @@ from typing import Any
 
 from sealtune_trainer.vault_init import InitConfig
 
-from .. import names
 from ..api.v1alpha1 import DataDomain, FineTuneJob
 from ..settings import Settings
 from . import mounts
+from .meta import workload_of
 
 PREFIX = "sealtune-job-"
 """Every per-job Vault object's name starts with this; the operator's own Vault policy grants
@@ -37,6 +37,7 @@ class VaultPlan:
     name: str
     """Name of its role, policy and (when the domain encrypts) transit key."""
     namespace: str
+    """The domain's workload namespace, where the job's pods and ServiceAccount live."""
     service_account: str
     secret_paths: tuple[str, ...]
     """Paths it reads: its declared secrets and the domain's data-store credentials."""
@@ -87,10 +88,11 @@ def plan(job: FineTuneJob, domain: DataDomain) -> VaultPlan | None:
     if not paths and transit is None:
         return None
     name, namespace = job.metadata["name"], job.metadata["namespace"]
+    workload = workload_of(job, domain)
     return VaultPlan(
         name=object_name(namespace, name, job.metadata.get("uid", "")),
-        namespace=namespace,
-        service_account=job.spec.service_account_name or names.service_account(name),
+        namespace=workload.namespace,
+        service_account=workload.service_account,
         secret_paths=tuple(dict.fromkeys(paths)),
         transit_mount=transit.mount if transit else None,
         domain_key=transit.key_name if transit else None,

@@ -7,9 +7,10 @@ from typing import Any
 
 from .. import names
 from ..api.v1alpha1 import DataDomain, FineTuneJob
+from ..names import Workload
 from ..settings import Settings
 from . import mounts, vault
-from .meta import child_metadata, selector_labels
+from .meta import child_metadata, selector_labels, workload_of
 
 REGION_LABEL = "topology.kubernetes.io/region"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -50,12 +51,11 @@ def tolerations(job: FineTuneJob, domain: DataDomain) -> list[dict[str, Any]]:
     return result
 
 
-def rendezvous_env(job: FineTuneJob, settings: Settings) -> list[dict[str, Any]]:
-    name, namespace = job.metadata["name"], job.metadata["namespace"]
+def rendezvous_env(job: FineTuneJob, workload: Workload, settings: Settings) -> list[dict[str, Any]]:
     resources = job.spec.resources
     procs = max(resources.gpus_per_worker, 1)
-    service = f"{names.rendezvous_service(name)}.{namespace}.svc.{settings.cluster_domain}"
-    master = f"{names.worker_hostname(name, 0)}.{service}"
+    service = f"{workload.service}.{workload.namespace}.svc.{settings.cluster_domain}"
+    master = f"{workload.worker_hostname(0)}.{service}"
     return [
         {"name": "MASTER_ADDR", "value": master},
         {"name": "MASTER_PORT", "value": str(settings.rendezvous_port)},
@@ -101,11 +101,12 @@ def _resources(job: FineTuneJob, settings: Settings) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _volumes(job: FineTuneJob, domain: DataDomain) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _volumes(
+    job: FineTuneJob, domain: DataDomain, workload: Workload
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes and the trainer's mounts of them. Every memory-backed volume has a size limit."""
-    name = job.metadata["name"]
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": names.config_map(name)}},
+        {"name": "config", "configMap": {"name": workload.config_map}},
         {"name": "secrets", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
         {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}},
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
@@ -186,16 +187,16 @@ def indexed_job(
 ) -> dict[str, Any]:
     """The Job. ``exists`` tells whether it was created already: then a Kueue-managed job's
     ``suspend`` is left to Kueue instead of being applied again."""
-    spec, name = job.spec, job.metadata["name"]
+    spec, workload = job.spec, workload_of(job, domain)
     scheduling = spec.scheduling
-    volumes, volume_mounts = _volumes(job, domain)
+    volumes, volume_mounts = _volumes(job, domain, workload)
     placement = domain.spec.placement
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": names.service_account(name),
+        "serviceAccountName": workload.service_account,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "subdomain": names.rendezvous_service(name),
+        "subdomain": workload.service,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS,
@@ -209,7 +210,7 @@ def indexed_job(
                 "image": settings.trainer_image,
                 "command": trainer_command(job),
                 "env": [
-                    *rendezvous_env(job, settings),
+                    *rendezvous_env(job, workload, settings),
                     {"name": "HOME", "value": mounts.SCRATCH_DIR},
                     {"name": "HF_HUB_OFFLINE", "value": "1"},
                     {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -243,7 +244,7 @@ def indexed_job(
         pod_spec["priorityClassName"] = scheduling.priority_class_name
 
     containers = {c["name"] for c in [*pod_spec["containers"], *pod_spec.get("initContainers", [])]}
-    metadata = child_metadata(job, names.batch_job(name), "workload")
+    metadata = child_metadata(job, workload, workload.batch_job, "workload")
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": spec.resources.workers,

@@ -18,7 +18,7 @@ from .. import metrics
 from ..adapters.informer import Informer
 from ..api.v1alpha1 import GROUP, VERSION
 from ..artifacts import ArtifactKeeper
-from ..names import LABEL_JOB
+from ..names import LABEL_JOB, LABEL_JOB_NAMESPACE
 from ..observe import observe_job, observe_pod
 from ..reconcile import Controller, Packed, Snapshot, slim
 
@@ -67,16 +67,24 @@ async def start_informers(memo: kopf.Memo) -> None:
         on_event=finetunejob_changed,
         namespaces=namespaces,
     )
+    # A job's workload lives in its domain's workload namespace, wherever the job is: the
+    # workload informers watch every namespace (the label selects), and the reconcile counts
+    # only what is in the job's workload namespace and carries its uid.
     memo.batch_jobs = Informer(
         ctl.kube,
         "Job",
         label=LABEL_JOB,
+        namespace_label=LABEL_JOB_NAMESPACE,
         transform=observe_job,
         on_event=batch_job_changed,
-        namespaces=namespaces,
     )
     memo.pods = Informer(
-        ctl.kube, "Pod", label=LABEL_JOB, transform=observe_pod, on_event=pod_changed, namespaces=namespaces
+        ctl.kube,
+        "Pod",
+        label=LABEL_JOB,
+        namespace_label=LABEL_JOB_NAMESPACE,
+        transform=observe_pod,
+        on_event=pod_changed,
     )
     informers = (memo.finetunejobs, memo.batch_jobs, memo.pods)
     memo.informing = [asyncio.create_task(i.run()) for i in informers]

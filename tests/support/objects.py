@@ -29,11 +29,11 @@ def contains(big: Any, small: Any) -> bool:
 
 
 def data_domain(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    """A domain that admits ``namespace``, with its data on claim "data" there."""
+    """A domain that admits ``namespace``, with its data on claim "data" in its workload namespace."""
     base = {
         "classification": "internal",
         "source": {
-            "pvc": {"namespace": namespace, "claimName": "data", "path": "."},
+            "pvc": {"claimName": "data", "path": "."},
             "manifestDigest": DIGEST,
         },
         "access": {"namespaces": [namespace]},

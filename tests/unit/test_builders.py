@@ -13,12 +13,15 @@ from sealtune_trainer.contract import TrainerConfig
 from tests.support.objects import confidential_placement, data_domain, finetune_job
 
 NS = "team-a"
+WORKLOAD_NS = "sealtune-d"
+UID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+BASE = "tune-0a1b2c3d"
 SETTINGS = Settings()
 
 
 def build(job_spec: dict[str, Any] | None = None, **domain_spec: Any) -> dict[str, dict[str, Any]]:
     body = finetune_job("tune", NS, "d", **(job_spec or {}))
-    body["metadata"]["uid"] = "uid-1"
+    body["metadata"]["uid"] = UID
     objs = desired_children(
         FineTuneJob.model_validate(body),
         DataDomain.model_validate(data_domain("d", NS, **domain_spec)),
@@ -27,16 +30,34 @@ def build(job_spec: dict[str, Any] | None = None, **domain_spec: Any) -> dict[st
     return {o["kind"]: o for o in objs}
 
 
-def test_every_child_is_owned_labelled_and_deterministically_named() -> None:
+def test_every_child_lives_in_the_workload_namespace_named_and_labelled_by_the_jobs_uid() -> None:
     objs = build()
     assert list(objs) == ["ServiceAccount", "NetworkPolicy", "ConfigMap", "Service", "Job"]
     for obj in objs.values():
-        owner = obj["metadata"]["ownerReferences"][0]
-        assert (owner["kind"], owner["uid"], owner["controller"]) == ("FineTuneJob", "uid-1", True)
-        assert obj["metadata"]["labels"]["sealtune.dev/finetunejob"] == "tune"
-        assert obj["metadata"]["namespace"] == NS
+        meta = obj["metadata"]
+        assert "ownerReferences" not in meta, "no owner reference reaches across namespaces"
+        assert meta["namespace"] == WORKLOAD_NS
+        assert meta["name"].startswith(BASE)
+        labels = meta["labels"]
+        assert labels["sealtune.dev/finetunejob"] == "tune"
+        assert labels["sealtune.dev/finetunejob-namespace"] == NS
+        assert labels["sealtune.dev/finetunejob-uid"] == UID
     assert build() == objs, "builders must be deterministic"
     assert objs["ServiceAccount"]["automountServiceAccountToken"] is False
+    pod = objs["Job"]["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == f"{BASE}-trainer"
+    assert pod["metadata"]["labels"]["sealtune.dev/finetunejob-uid"] == UID
+    assert objs["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"]["sealtune.dev/finetunejob-uid"] == UID
+
+
+def test_a_domain_names_its_workload_namespace() -> None:
+    objs = build(workloadNamespace="crown-jewels-work")
+    assert {o["metadata"]["namespace"] for o in objs.values()} == {"crown-jewels-work"}
+
+
+def test_the_run_writes_into_a_directory_of_its_own() -> None:
+    config = json.loads(build()["ConfigMap"]["data"]["trainer.json"])
+    assert config["output"]["dir"] == f"/var/run/sealtune/output/{NS}/{BASE}"
 
 
 def test_pods_meet_pod_security_restricted() -> None:
@@ -81,7 +102,7 @@ def test_indexed_job_carries_rendezvous_and_policies() -> None:
     assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3]
     container = spec["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
-    assert env["MASTER_ADDR"]["value"] == f"tune-0.tune.{NS}.svc.cluster.local"
+    assert env["MASTER_ADDR"]["value"] == f"{BASE}-0.{BASE}.{WORKLOAD_NS}.svc.cluster.local"
     assert env["WORLD_SIZE"]["value"] == "6"
     assert "job-completion-index" in env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert container["command"][0] == "torchrun"
@@ -159,8 +180,8 @@ def test_vault_plan_grants_exactly_the_declared_paths_and_the_job_keys() -> None
     assert paths == ["secret/data/team/key", "transit/decrypt/k", f"transit/decrypt/{plan.name}"]
     assert hcl.count('["read"]') == 1
     role = plan.role_parameters("vault")
-    assert role["bound_service_account_names"] == ["tune-trainer"]
-    assert role["bound_service_account_namespaces"] == [NS]
+    assert role["bound_service_account_names"] == ["tune-uid1-trainer"]
+    assert role["bound_service_account_namespaces"] == ["sealtune-d"]
     assert role["token_policies"] == [plan.name]
     assert role["token_max_ttl"] <= job().spec.scheduling.active_deadline_seconds
 

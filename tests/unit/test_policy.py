@@ -48,20 +48,6 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, str], list[tupl
         [("metadata.namespace", "NamespaceNotAllowed")],
     ),
     (
-        "service account not listed",
-        {"serviceAccountName": "ci"},
-        {},
-        {},
-        [("spec.serviceAccountName", "ServiceAccountNotAllowed")],
-    ),
-    (
-        "service account listed",
-        {"serviceAccountName": "ci"},
-        {"access": {"serviceAccounts": [{"name": "ci"}]}},
-        {},
-        [],
-    ),
-    (
         "method",
         {"method": {"type": "full", "lora": None}},
         {"methods": ["lora"]},
@@ -118,11 +104,11 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, str], list[tupl
         [("spec.evaluation.maxMembershipInferenceAUC", "PrivacyRequired")],
     ),
     (
-        "data in another namespace",
+        "output written into the data claim",
+        {"output": {"storage": {"claimName": "data", "path": "out"}}},
         {},
-        {"source": {"pvc": {"namespace": "vault", "claimName": "data"}}},
         {},
-        [("spec.domainRef", "NamespaceNotAllowed")],
+        [("spec.output.storage.claimName", "OutputClaimNotAllowed")],
     ),
     (
         "every violation reported",

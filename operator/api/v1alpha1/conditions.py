@@ -42,7 +42,13 @@ class PolicyAdmittedReason(StrEnum):
     NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
     """Reason for PolicyAdmitted=False when the domain's access rules do not admit the job's namespace."""
     SERVICE_ACCOUNT_NOT_ALLOWED = "ServiceAccountNotAllowed"
-    """Reason for PolicyAdmitted=False when spec.serviceAccountName is not in the domain's access list."""
+    """Deprecated: spec.serviceAccountName was removed (jobs run under their own ServiceAccount in
+    the domain's workload namespace); no code produces this reason any more."""
+    OUTPUT_CLAIM_NOT_ALLOWED = "OutputClaimNotAllowed"
+    """Reason for PolicyAdmitted=False when spec.output.storage names the domain's data claim."""
+    WORKLOAD_NAMESPACE_CONFLICT = "WorkloadNamespaceConflict"
+    """Reason for PolicyAdmitted=False when the domain's workload namespace exists but sealtune did
+    not create it for this domain: the operator never runs a job in a namespace others control."""
     METHOD_NOT_ALLOWED = "MethodNotAllowed"
     """Reason for PolicyAdmitted=False when spec.method.type is not among the domain's methods."""
     LIMIT_EXCEEDED = "LimitExceeded"

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import AGE, LIST_SET, KindInfo, KubeModel, KubeResource, PrinterColumn, Rule
+from .base import AGE, LIST_SET, KindInfo, KubeModel, KubeResource, PrinterColumn, Rule, immutable
 from .meta import (
     Condition,
     LabelSelector,
@@ -32,11 +32,8 @@ _DEFAULT_METHODS: tuple[Method, ...] = ("lora", "qlora")
 
 
 class PVCSource(KubeModel):
-    """Data on a PersistentVolumeClaim. Jobs mount it read-only; the claim must be usable from
-    the jobs' namespaces (the operator stages a copy when it is not)."""
-
-    namespace: DNSLabel
-    """Namespace of the claim. Required."""
+    """Data on a PersistentVolumeClaim in the domain's workload namespace (spec.workloadNamespace),
+    which its admin provisions there. Jobs mount it read-only."""
 
     claim_name: DNSSubdomain
     """Name of the PersistentVolumeClaim. Required."""
@@ -129,16 +126,6 @@ class Encryption(KubeModel):
     """The transit key. Required when type is vaultTransit, forbidden otherwise."""
 
 
-class ServiceAccountRef(KubeModel):
-    """A ServiceAccount jobs may run as."""
-
-    namespace: DNSLabel | None = None
-    """Namespace of the ServiceAccount. Optional; unset means any namespace the domain admits."""
-
-    name: DNSSubdomain
-    """Name of the ServiceAccount. Required."""
-
-
 class Access(KubeModel):
     """Who may train on the data. A namespace is admitted when it is listed in namespaces or
     matches namespaceSelector; with neither set, no namespace is (deny by default)."""
@@ -148,10 +135,6 @@ class Access(KubeModel):
 
     namespace_selector: LabelSelector | None = None
     """Namespaces whose labels match may use the domain. Optional."""
-
-    service_accounts: list[ServiceAccountRef] = Field(default_factory=list, max_length=64)
-    """ServiceAccounts a job may name in spec.serviceAccountName. Optional; empty admits only
-    jobs that leave it unset and run under the ServiceAccount the operator makes for them."""
 
 
 class Limits(KubeModel):
@@ -299,8 +282,27 @@ class PrivacyRequirements(KubeModel):
 class DataDomainSpec(KubeModel):
     """The policy of one data set: what it is, who may train on it, where and how."""
 
+    RULES = (
+        Rule(
+            "!has(self.workloadNamespace) || !(self.workloadNamespace.startsWith('kube-') "
+            "|| self.workloadNamespace == 'default')",
+            "spec.workloadNamespace may not be default or a kube- namespace: name a namespace of "
+            "the domain's own, or leave it unset for sealtune-<domain name>",
+            lambda s: (
+                s.workload_namespace is None
+                or not (s.workload_namespace.startswith("kube-") or s.workload_namespace == "default")
+            ),
+        ),
+    )
+
     description: str | None = Field(None, max_length=1024)
     """What the data is, for people. Optional."""
+
+    workload_namespace: DNSLabel | None = Field(None, json_schema_extra=immutable("spec.workloadNamespace"))
+    """Namespace the domain's jobs run in: their pods, ServiceAccounts, Vault identities, data,
+    base-model and output claims live there, and tenants hold no rights in it. The operator
+    creates it (Pod Security restricted, default-deny network) and refuses to use a namespace it
+    did not create for this domain. Optional; defaults to sealtune-<domain name>; immutable."""
 
     classification: Classification
     """Sensitivity tier: public, internal, confidential or restricted. Required."""

@@ -28,8 +28,8 @@ class BaseModelSource(KubeModel):
     )
 
     pvc: VolumePath | None = None
-    """Model files on a PersistentVolumeClaim in the job's namespace. Optional; exactly one of
-    pvc and artifactRef."""
+    """Model files on a PersistentVolumeClaim in the domain's workload namespace, where the job
+    runs (the domain's admin provisions it). Optional; exactly one of pvc and artifactRef."""
 
     artifact_ref: LocalObjectReference | None = None
     """An Approved ModelArtifact in the job's namespace. Optional; exactly one of pvc and artifactRef."""
@@ -238,7 +238,9 @@ class Output(KubeModel):
     """Name of the ModelArtifact to publish. Optional; defaults to the job's name."""
 
     storage: VolumePath
-    """Claim and directory the adapter (or model) and its manifest are written to. Required."""
+    """Claim in the domain's workload namespace, and the directory in it, under which the run
+    writes the adapter (or model) and its manifest, in <namespace>/<name>-<uid> of its own.
+    Required."""
 
 
 class SecretFile(KubeModel):
@@ -357,10 +359,6 @@ class FineTuneJobSpec(KubeModel):
     )
     """Vault secrets the job may read, each delivered as a file in memory; nothing else is
     readable. Optional."""
-
-    service_account_name: DNSSubdomain | None = None
-    """An existing ServiceAccount the pods run as; the domain must list it. Optional; unset runs
-    them under a ServiceAccount the operator creates for this job alone (recommended)."""
 
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
     """Extra labels and annotations for the worker pods. Optional."""

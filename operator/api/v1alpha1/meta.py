@@ -29,7 +29,7 @@ class UIDReference(KubeModel):
 
 
 class VolumePath(KubeModel):
-    """A path inside a PersistentVolumeClaim in the object's namespace."""
+    """A path inside a PersistentVolumeClaim."""
 
     claim_name: DNSSubdomain
     """Name of the PersistentVolumeClaim. Required."""
