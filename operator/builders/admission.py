@@ -270,7 +270,7 @@ def access_policy(writers: Iterable[str]) -> Manifest:
                 "no-interactive-access",
                 p,
                 "!(variables.subresource in ['exec', 'attach', 'portforward', 'ephemeralcontainers'])",
-                "request.userInfo.username + ' may not use pods/' + request.subResource + ' in "
+                "request.userInfo.username + ' may not use pods/' + variables.subresource + ' in "
                 "workload namespace ' + request.namespace + ': trainers hold decrypted data and "
                 "secrets in memory. Read the FineTuneJob status and the trainer logs instead.'",
                 dynamic=True,
