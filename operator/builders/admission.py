@@ -420,3 +420,27 @@ def username_from_self_subject_review(body: Mapping[str, Any]) -> str:
     if not isinstance(name, str) or not name:
         raise ValueError("the SelfSubjectReview has no status.userInfo.username")
     return name
+
+
+__all__ = [
+    "ACCESS_POLICY",
+    "BASELINE_NETWORK_POLICY",
+    "DOMAIN_POLICIES",
+    "JOB_POLICY",
+    "PARAM_KIND",
+    "POD_POLICY",
+    "POLICIES",
+    "WORKLOAD_NAMESPACE_LABEL",
+    "access_policy",
+    "baseline_network_policy",
+    "binding_name",
+    "cel_string",
+    "job_policy",
+    "pod_policy",
+    "self_subject_review",
+    "username_from_self_subject_review",
+    "workload_binding",
+    "workload_bindings",
+    "workload_namespace",
+    "workload_policies",
+]

@@ -244,6 +244,7 @@ def test_user_name_from_a_self_subject_review() -> None:
         "status": {"userInfo": {"username": OPERATOR, "groups": ["system:serviceaccounts"]}},
     }
     assert admission.username_from_self_subject_review(body) == OPERATOR
+    broken: dict[str, Any]
     for broken in ({}, {"status": {}}, {"status": {"userInfo": {"username": ""}}}, {"status": None}):
         with pytest.raises(ValueError, match="username"):
             admission.username_from_self_subject_review(broken)
