@@ -6,14 +6,16 @@ Tenants hold no RBAC in a workload namespace. These policies are for the day a c
 RoleBinding gives someone ``edit`` there anyway (which lets them create pods and Jobs with any
 ServiceAccount of the namespace, exec into pods and mint tokens):
 
-- ``sealtune-workload-pods``: only the Job controller creates pods, each controlled by a Job,
-  placed as the domain allows (node pools, regions, confidential RuntimeClass), without host
-  namespaces or hostPath; no one changes a pod's spec afterwards (no image swaps).
-- ``sealtune-workload-jobs``: only the operator (and the extra writers it names, e.g. Kueue)
-  creates Jobs or changes their spec. Jobs are what the Job controller turns into pods, so this
-  is what keeps every pod the operator's design.
-- ``sealtune-workload-access``: no exec, attach, port-forward or ephemeral containers into
-  workload pods, and ServiceAccount tokens only for kubelets (the pods' projected volumes).
+- ``sealtune-workload-pods`` (new pods): only the Job controller creates them, each controlled
+  by a Job, placed as the domain allows (node pools, regions, confidential RuntimeClass), without
+  host namespaces or hostPath.
+- ``sealtune-workload-jobs`` (new Jobs): only the operator (and the extra writers it names, e.g.
+  Kueue) creates them. Jobs are what the Job controller turns into pods, so this is what keeps
+  every pod the operator's design.
+- ``sealtune-workload-access`` (existing workloads): no exec, attach, port-forward or ephemeral
+  containers; ServiceAccount tokens only for kubelets (the pods' projected volumes); no pod spec
+  changes (no image swaps); Job spec changes only by the operator's writers. It takes no
+  DataDomain, so it holds after the domain is gone and never blocks cleanup.
 
 Pod Security "restricted" (enforced by the namespace's labels) covers the rest of the pod:
 privilege, capabilities, seccomp, volume types. Every binding passes the domain as the
