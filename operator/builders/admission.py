@@ -18,8 +18,8 @@ ServiceAccount of the namespace, exec into pods and mint tokens):
   DataDomain, so it holds after the domain is gone and never blocks cleanup.
 
 Pod Security "restricted" (enforced by the namespace's labels) covers the rest of the pod:
-privilege, capabilities, seccomp, volume types. Every binding passes the domain as the
-policy's parameter; a missing domain denies (parameterNotFoundAction: Deny).
+privilege, capabilities, seccomp, volume types. The bindings of the pods and jobs policies pass
+the domain as parameter; a missing domain denies (parameterNotFoundAction: Deny).
 
 DELETE is not restricted: deleting reveals nothing and runs no code, and the legitimate
 deleters (namespace controller, garbage collector, Job controller, kubelets, Kueue) are too
