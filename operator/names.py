@@ -81,3 +81,15 @@ class Workload:
     def worker_hostname(self, index: int) -> str:
         """The hostname the Job controller gives the pod of an Indexed Job's completion index."""
         return f"{self.batch_job}-{index}"
+
+
+JOB_CONTROLLER_USERNAME = "system:serviceaccount:kube-system:job-controller"
+"""Who creates a Job's pods (kube-controller-manager with --use-service-account-credentials)."""
+
+
+def workload_label_value(domain: str) -> str:
+    """The LABEL_WORKLOAD_OF value for a domain: its name, which may be a 253-character DNS
+    subdomain, cut to a label value's 63 characters with a hash when longer."""
+    if len(domain) <= 63:
+        return domain
+    return f"{domain[:52].rstrip('.-')}-{hashlib.sha256(domain.encode()).hexdigest()[:10]}"

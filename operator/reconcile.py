@@ -29,11 +29,11 @@ from .api.v1alpha1.conditions import JobConditionType as T
 from .api.v1alpha1.conditions import PublishedReason
 from .api.v1alpha1.datadomain import Retention
 from .audit import AuditError, AuditLog, Event, Subject
+from .builders.admission import baseline_network_policy, workload_bindings, workload_namespace
 from .builders.meta import domain_namespace, workload_of
-from .builders.namespace import default_deny, namespace_object
 from .builders.workload import indexed_job
 from .custody import Custody, Secured
-from .names import LABEL_WORKLOAD_OF, Workload
+from .names import LABEL_WORKLOAD_OF, Workload, workload_label_value
 from .observe import JobObservation, Observation, PodObservation
 from .policy import Violation, domain_not_found, evaluate, workload_namespace_conflict
 from .progress import ProgressReader, trainer_metrics_url, world_size
@@ -400,7 +400,7 @@ class Controller:
         assert self.snapshot is not None
         name = job.spec.domain_ref.name
         for namespace, store in self.snapshot.namespaces().items():
-            if (_one(store) or {}).get(LABEL_WORKLOAD_OF) == name:
+            if (_one(store) or {}).get(LABEL_WORKLOAD_OF) == workload_label_value(name):
                 meta = job.metadata
                 return Workload.of(meta["name"], meta.get("uid", ""), meta["namespace"], namespace)
         return None
@@ -412,8 +412,7 @@ class Controller:
         store = self.snapshot.namespaces().get(domain_namespace(domain))
         if store is None:
             return None
-        labels = _one(store) or {}
-        if labels.get(LABEL_WORKLOAD_OF) == domain.metadata["name"]:
+        if _ours(_one(store) or {}, domain):
             return None
         return workload_namespace_conflict(domain, domain_namespace(domain))
 
@@ -507,12 +506,22 @@ class Controller:
         return cached[0] if cached is not None and cached[1] is domain else None
 
     async def _ensure_namespace(self, domain: DataDomain) -> None:
-        """Makes the domain's workload namespace, with its default-deny policy, once."""
+        """Makes the domain's workload namespace once, with its default-deny policy and the
+        bindings of the admission policies that guard it. A namespace someone else made in the
+        meantime is never taken over: the job waits, and its next reconcile refuses it."""
         assert self.snapshot is not None
         name = domain_namespace(domain)
         if name in self._namespaces_made or self.snapshot.namespaces().get(name) is not None:
             return
-        for obj in (namespace_object(domain), default_deny(domain)):
+        domain_name = domain.metadata["name"]
+        try:
+            await self.kube.create(workload_namespace(domain_name, name))
+        except Conflict as error:
+            found = await self.kube.get("Namespace", name)
+            labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+            if error.reason != "AlreadyExists" or not _ours(labels, domain):
+                raise
+        for obj in (baseline_network_policy(name), *workload_bindings(domain_name, name)):
             await self.kube.create_or_apply(obj)
         self._namespaces_made.add(name)
 
@@ -748,3 +757,8 @@ def is_bad_news(cond: Mapping[str, Any]) -> bool:
         and cond["status"] == "False"
         and cond["reason"] not in ("Pending", "VaultRoleRevoked")
     )
+
+
+def _ours(labels: Mapping[str, str], domain: DataDomain) -> bool:
+    """Whether a namespace's labels say sealtune made it as this domain's workload namespace."""
+    return labels.get(LABEL_WORKLOAD_OF) == workload_label_value(domain.metadata["name"])

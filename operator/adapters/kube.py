@@ -41,6 +41,16 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "Event": ("/api/v1", "events", True),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "Job": ("/apis/batch/v1", "jobs", True),
+    "ValidatingAdmissionPolicy": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "validatingadmissionpolicies",
+        False,
+    ),
+    "ValidatingAdmissionPolicyBinding": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "validatingadmissionpolicybindings",
+        False,
+    ),
     "FineTuneJob": ("/apis/sealtune.dev/v1alpha1", "finetunejobs", True),
     "DataDomain": ("/apis/sealtune.dev/v1alpha1", "datadomains", False),
     "ModelArtifact": ("/apis/sealtune.dev/v1alpha1", "modelartifacts", True),

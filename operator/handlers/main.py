@@ -21,6 +21,7 @@ from ..adapters.kube import KubeClient, load_credentials
 from ..adapters.vault import VaultAdmin
 from ..artifacts import ArtifactKeeper
 from ..audit import AuditLog
+from ..builders.admission import self_subject_review, username_from_self_subject_review, workload_policies
 from ..custody import Custody
 from ..keys import OperatorKeys
 from ..publication import Publisher
@@ -103,6 +104,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         publisher=Publisher(ours, kube, keys),
         audit=audit,
     )
+    await guard_workload_namespaces(kube)
     await start_informers(memo)
     if ours.webhook_address:
         host = ours.webhook_host or ours.webhook_address
@@ -113,6 +115,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
         settings.admission.server = server(ours, host, files)
         settings.admission.managed = "validate.sealtune.dev"
+
+
+async def guard_workload_namespaces(kube: KubeClient) -> None:
+    """The admission policies every workload namespace is bound to (reconcile.py binds each):
+    only this operator's identity, learnt from the API server itself, makes Jobs there."""
+    review = await kube.request(
+        "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=self_subject_review()
+    )
+    for policy in workload_policies(username_from_self_subject_review(review)):
+        await kube.apply(policy)
 
 
 @kopf.on.login()

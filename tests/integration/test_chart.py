@@ -262,3 +262,57 @@ def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
     assert "forbidden" not in log.lower() and "not enough permissions" not in log.lower(), operator.log_tail(
         80
     )
+
+
+def test_tenant_roles_aggregate_and_grant_no_status_and_no_wildcard() -> None:
+    """People's roles: viewer and tenant aggregate into the built-in roles; approver and domain
+    admin do not; no rule grants a status subresource or a `*`; and a value turns them off."""
+    roles = {
+        d["metadata"]["name"].removeprefix("t-sealtune-"): d
+        for d in render()
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] != "t-sealtune"
+    }
+    assert set(roles) == {"viewer", "tenant", "approver", "domain-admin"}
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    aggregated = {
+        name: {key.removeprefix(aggregate) for key, value in role["metadata"]["labels"].items()
+               if key.startswith(aggregate) and value == "true"}
+        for name, role in roles.items()
+    }  # fmt: skip
+    assert aggregated == {
+        "viewer": {"view", "edit", "admin"},
+        "tenant": {"edit", "admin"},
+        "approver": set(),
+        "domain-admin": set(),
+    }
+    for name, role in roles.items():
+        for rule in role["rules"]:
+            assert rule["apiGroups"] == ["sealtune.dev"], (name, rule)
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], (name, rule)
+            assert not any(r.endswith("/status") for r in rule["resources"]), (name, rule)
+
+    def grants(name: str) -> set[tuple[str, str]]:
+        return {(r, v) for rule in roles[name]["rules"] for r in rule["resources"] for v in rule["verbs"]}
+
+    reads = {(r, v) for r in ("finetunejobs", "modelartifacts") for v in ("get", "list", "watch")}
+    assert grants("viewer") == reads
+    assert grants("tenant") == {
+        ("finetunejobs", v) for v in ("create", "update", "patch", "delete", "deletecollection")
+    }
+    assert grants("approver") == {
+        *(("modelartifacts", v) for v in ("get", "list", "watch")),
+        ("modelartifacts/promotion", "approve"),
+        ("modelartifacts/promotion", "revoke"),
+    }
+    assert {r for r, _ in grants("domain-admin")} == {"datadomains"}
+    assert not any(
+        v in ("create", "update", "patch", "delete") for r, v in grants("viewer") | grants("approver")
+    )
+
+    lines = [line.strip() for line in (CHART / "templates" / "tenant-roles.yaml").read_text().splitlines()]
+    for number, line in enumerate(lines):
+        if line.startswith("- apiGroups:"):
+            assert lines[number - 1].startswith("#"), f"the rule at line {number + 1} says not why"
+
+    off = render("--set", "tenantRoles.enabled=false")
+    assert not any(d["kind"] == "ClusterRole" and d["metadata"]["name"] != "t-sealtune" for d in off)
