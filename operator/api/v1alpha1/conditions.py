@@ -43,6 +43,9 @@ class PolicyAdmittedReason(StrEnum):
     """Reason for PolicyAdmitted=False when the domain's access rules do not admit the job's namespace."""
     SERVICE_ACCOUNT_NOT_ALLOWED = "ServiceAccountNotAllowed"
     """Reason for PolicyAdmitted=False when spec.serviceAccountName is not in the domain's access list."""
+    SECRET_PATH_NOT_ALLOWED = "SecretPathNotAllowed"  # noqa: S105  (a reason, not a secret)
+    """Reason for PolicyAdmitted=False when a spec.secrets[].vaultPath lies under none of the
+    domain's spec.access.vaultPaths."""
     METHOD_NOT_ALLOWED = "MethodNotAllowed"
     """Reason for PolicyAdmitted=False when spec.method.type is not among the domain's methods."""
     LIMIT_EXCEEDED = "LimitExceeded"
