@@ -6,6 +6,7 @@ down still gets its Vault objects removed when the operator returns."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from .api.v1alpha1.conditions import DataDeletedReason
 from .api.v1alpha1.conditions import JobConditionType as T
 from .api.v1alpha1.conditions import SecretsReadyReason as R
 from .api.v1alpha1.datadomain import Retention
-from .api.v1alpha1.scalars import parse_duration
+from .api.v1alpha1.scalars import WRAPPED_KEY_PATTERN, parse_duration
 from .audit import AuditLog, Event, Subject
 from .builders import vault as vault_builders
 from .keys import OperatorKeys
@@ -121,7 +122,10 @@ class Custody:
                 )
             )
         await self._hold(body)
-        wrapped = recorded.get("wrappedDataKey") if recorded.get("dataKey") == plan.data_key else None
+        wrapped = recorded.get("wrappedDataKey")
+        if recorded.get("dataKey") != plan.data_key or not re.fullmatch(WRAPPED_KEY_PATTERN, wrapped or ""):
+            # Not this job's key, or not ciphertext (the policy pins it): make a new one.
+            wrapped = None
         try:
             grant = await self.vault.grant(plan, wrapped)
         except VaultProblem as problem:

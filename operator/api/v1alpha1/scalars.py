@@ -66,7 +66,9 @@ VaultPathPrefix = Annotated[
 """A Vault API path or the start of one, e.g. ``secret/data/{namespace}/``; ``{namespace}`` is
 replaced by a job's namespace. No globs, no '..', no leading '/'."""
 
-WrappedKey = Annotated[str, StringConstraints(pattern=r"^vault:v[0-9]+:[A-Za-z0-9+/=]+$", max_length=4096)]
+WRAPPED_KEY_PATTERN = r"^vault:v[0-9]+:[A-Za-z0-9+/=]+$"
+
+WrappedKey = Annotated[str, StringConstraints(pattern=WRAPPED_KEY_PATTERN, max_length=4096)]
 """A key as Vault transit wrapped it (``vault:v1:...``): ciphertext. Vault policies pin it, so
 it holds no character a policy would read otherwise."""
 
