@@ -6,6 +6,7 @@ down still gets its Vault objects removed when the operator returns."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from .api.v1alpha1.conditions import DataDeletedReason
 from .api.v1alpha1.conditions import JobConditionType as T
 from .api.v1alpha1.conditions import SecretsReadyReason as R
 from .api.v1alpha1.datadomain import Retention
-from .api.v1alpha1.scalars import parse_duration
+from .api.v1alpha1.scalars import WRAPPED_KEY_PATTERN, parse_duration
 from .audit import AuditLog, Event, Subject
 from .builders import vault as vault_builders
 from .keys import OperatorKeys
@@ -72,18 +73,28 @@ class Due:
     """The rule that makes it due, as its receipts record it."""
 
 
-def deletion_schedule(finished_at: datetime, retention: Retention, vault: Mapping[str, Any]) -> list[Due]:
+def vault_object_name(body: Mapping[str, Any]) -> str:
+    """The name of the job's Vault role, policy and transit key, derived from the job itself:
+    status.vault is writable by others than the operator, and a name read from it could point
+    at another job's objects."""
+    meta = body["metadata"]
+    return vault_builders.object_name(meta["namespace"], meta["name"], meta["uid"])
+
+
+def deletion_schedule(
+    finished_at: datetime, retention: Retention, *, role: bool, data_key: bool
+) -> list[Due]:
     """What a finished job leaves and when each goes: its Job (with its pods, their scratch
     volumes and logs) and its ConfigMap after retention.trainingCopies; its Vault role and
-    policy at once (no pod may log in after the job); its data key, which seals its
-    checkpoints, after retention.checkpoints (crypto-shredding)."""
+    policy (if it has them) at once (no pod may log in after the job); its data key (if any),
+    which seals its checkpoints, after retention.checkpoints (crypto-shredding)."""
     copies = retention.training_copies
     schedule = [
         Due("trainingCopies", finished_at + parse_duration(copies), f"retention.trainingCopies={copies}")
     ]
-    if vault.get("role"):
+    if role:
         schedule.append(Due("vaultRole", finished_at, "the job finished: its pods may not log in to Vault"))
-    if vault.get("dataKey"):
+    if data_key:
         keep = retention.checkpoints
         schedule.append(Due("dataKey", finished_at + parse_duration(keep), f"retention.checkpoints={keep}"))
     return schedule
@@ -126,7 +137,10 @@ class Custody:
                     "the job needs Vault but the operator has no Vault address (set SEALTUNE_VAULT_ADDRESS)",
                 )
             )
-        wrapped = recorded.get("wrappedDataKey") if recorded.get("dataKey") == plan.data_key else None
+        wrapped = recorded.get("wrappedDataKey")
+        if recorded.get("dataKey") != plan.data_key or not re.fullmatch(WRAPPED_KEY_PATTERN, wrapped or ""):
+            # Not this job's key, or not ciphertext (the policy pins it): make a new one.
+            wrapped = None
         try:
             grant = await self.vault.grant(plan, wrapped)
         except VaultProblem as problem:
@@ -163,7 +177,8 @@ class Custody:
             for kind in WORKLOAD_KINDS:
                 await self.kube.delete(kind, _child_name(workload, kind), workload.namespace)
         vault = dict((body.get("status") or {}).get("vault") or {})
-        name = vault.get("role") or vault_builders.object_name(meta["namespace"], meta["name"], meta["uid"])
+        # Where the key lives; which key is derived (in _delete), so a wrong mount can only miss
+        # this job's key, never reach another's.
         mount = vault.get("transitMount") or (
             domain.spec.encryption.vault_transit.mount
             if domain and domain.spec.encryption.vault_transit
@@ -178,14 +193,12 @@ class Custody:
                     transient=True,
                 )
         else:
-            names_ = {"role": name, "policy": vault.get("policy") or name}
-            if mount:
-                names_ |= {"transitMount": mount, "dataKey": vault.get("dataKey") or name}
             now = datetime.now(UTC)
             gone = []
-            for due in deletion_schedule(now, Retention(checkpoints="0s"), names_)[1:]:
+            schedule = deletion_schedule(now, Retention(checkpoints="0s"), role=True, data_key=bool(mount))
+            for due in schedule[1:]:  # its training copies went with its workload, above
                 done = await self._delete(
-                    Due(due.target, now, "the FineTuneJob was deleted"), body, workload, names_, now
+                    Due(due.target, now, "the FineTuneJob was deleted"), body, workload, mount, now
                 )
                 if done is None:
                     raise VaultProblem(
@@ -221,7 +234,11 @@ class Custody:
             return status, None
         known = {d["target"]: d for d in status.get("deletions") or []}
         deletions, receipts, next_due = [], [], None
-        for due in deletion_schedule(_parse(finished_at), retention, vault):
+        mount = vault.get("transitMount")
+        schedule = deletion_schedule(
+            _parse(finished_at), retention, role="role" in vault, data_key=bool(mount)
+        )
+        for due in schedule:
             entry = {"target": due.target, "dueAt": _ts(due.at), **known.pop(due.target, {})}
             deletions.append(entry)
             if "deletedAt" in entry:
@@ -230,7 +247,7 @@ class Custody:
             if wait > 0 or (due.target == "trainingCopies" and hold_copies):
                 next_due = wait if next_due is None else min(next_due, max(wait, RECHECK_SECONDS))
                 continue
-            done = await self._delete(due, body, workload, vault, now)
+            done = await self._delete(due, body, workload, mount, now)
             if done is None:  # deleted, not yet gone: checked again shortly
                 next_due = RECHECK_SECONDS if next_due is None else min(next_due, RECHECK_SECONDS)
                 continue
@@ -268,11 +285,11 @@ class Custody:
         due: Due,
         body: Mapping[str, Any],
         workload: Workload | None,
-        vault: Mapping[str, Any],
+        transit_mount: str | None,
         now: datetime,
     ) -> list[dict[str, Any]] | None:
         """Deletes one target and checks it is gone; its unsigned receipts, or None while a
-        deleted object still exists."""
+        deleted object still exists. Vault objects are found by the name derived from the job."""
 
         def made(kind: str, what: str, verification: str, uid: str | None = None) -> dict[str, Any]:
             return receipt(
@@ -304,20 +321,19 @@ class Custody:
             raise VaultProblem(
                 "VaultNotConfigured", "the job's Vault objects need Vault to delete", transient=True
             )
+        own = vault_object_name(body)
         if due.target == "vaultRole":
-            await self.vault.revoke(vault["role"])
-            if not await self.vault.revoked(vault["role"]):
+            await self.vault.revoke(own)
+            if not await self.vault.revoked(own):
                 return None
             verification = "Vault answered 404 for it"
-            return [
-                made("VaultRole", vault["role"], verification),
-                made("VaultPolicy", vault["policy"], verification),
-            ]
-        await self.vault.shred(vault["transitMount"], vault["dataKey"])
-        proof = await self.vault.shredded(vault["transitMount"], vault["dataKey"])
+            return [made("VaultRole", own, verification), made("VaultPolicy", own, verification)]
+        assert transit_mount, "a data key is scheduled only with its mount"
+        await self.vault.shred(transit_mount, own)
+        proof = await self.vault.shredded(transit_mount, own)
         if proof is None:
             return None
-        return [made("TransitKey", f"{vault['transitMount']}/{vault['dataKey']}", proof)]
+        return [made("TransitKey", f"{transit_mount}/{own}", proof)]
 
 
 def _with_data_deleted(status: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -72,6 +72,37 @@ def check_namespace(s: Subject) -> list[Violation]:
     ]
 
 
+def allowed_vault_paths(domain: DataDomain, namespace: str) -> list[str]:
+    """The domain's spec.access.vaultPaths for a job in ``namespace``."""
+    return [prefix.replace("{namespace}", namespace) for prefix in domain.spec.access.vault_paths]
+
+
+def path_under(path: str, prefix: str) -> bool:
+    """Whether ``path`` is ``prefix`` or below it: ``a/b`` covers ``a/b`` and ``a/b/c`` but not
+    ``a/bc``; ``a/b/`` covers what starts with it."""
+    if prefix.endswith("/"):
+        return path.startswith(prefix)
+    return path == prefix or path.startswith(f"{prefix}/")
+
+
+def check_secret_paths(s: Subject) -> list[Violation]:
+    # The job's Vault policy grants read on each of these paths: only the domain's admin may
+    # say which (a team could otherwise name another team's secrets).
+    allowed = allowed_vault_paths(s.domain, s.namespace)
+    ask = "ask the domain's admin to add a prefix for it to spec.access.vaultPaths"
+    fix = f"use a path under one of {', '.join(allowed)}, or {ask}" if allowed else f"it admits none: {ask}"
+    return [
+        Violation(
+            f"spec.secrets[{i}].vaultPath",
+            Reason.SECRET_PATH_NOT_ALLOWED,
+            f"Vault path {secret.vault_path} is not under DataDomain {s.domain.metadata['name']}'s "
+            f"spec.access.vaultPaths; {fix}",
+        )
+        for i, secret in enumerate(s.job.spec.secrets)
+        if not any(path_under(secret.vault_path, prefix) for prefix in allowed)
+    ]
+
+
 def check_method(s: Subject) -> list[Violation]:
     method, allowed = s.job.spec.method.type, s.domain.spec.methods
     if method in allowed:
@@ -173,6 +204,7 @@ def check_output_claim(s: Subject) -> list[Violation]:
 
 CHECKS: tuple[Check, ...] = (
     check_namespace,
+    check_secret_paths,
     check_method,
     check_limits,
     check_privacy,

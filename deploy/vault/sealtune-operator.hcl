@@ -16,9 +16,25 @@ path "sys/policies/acl/sealtune-job-*" {
   capabilities = ["create", "read", "update", "delete"]
 }
 
-# Each job's Kubernetes-auth role, bound to its ServiceAccount, namespace and audience.
+# Each job's Kubernetes-auth role, bound to its ServiceAccount, namespace and audience. Its
+# tokens may carry one sealtune-job-* policy besides default, never another: token_policies must
+# be a string (Vault matches "sealtune-job-*" against strings only, so a list is refused) without
+# a comma (Vault would split it into several). Parameters not listed are refused, among them
+# "policies" (the legacy alias of token_policies), token_type, token_period and token_num_uses.
 path "auth/kubernetes/role/sealtune-job-*" {
   capabilities = ["create", "read", "update", "delete"]
+  allowed_parameters = {
+    "token_policies" = ["sealtune-job-*"]
+    "bound_service_account_names" = []
+    "bound_service_account_namespaces" = []
+    "audience" = []
+    "token_ttl" = []
+    "token_max_ttl" = []
+    "token_no_default_policy" = []
+  }
+  denied_parameters = {
+    "token_policies" = ["*,*"]
+  }
 }
 
 # Each job's transit key (and its config, to allow deleting it: crypto-shredding).

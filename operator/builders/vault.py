@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from sealtune_trainer.vault_init import InitConfig
 
 from ..api.v1alpha1 import DataDomain, FineTuneJob
+from ..api.v1alpha1.scalars import WRAPPED_KEY_PATTERN
 from ..settings import Settings
 from . import mounts
 from .meta import workload_of
@@ -44,6 +46,8 @@ class VaultPlan:
     transit_mount: str | None
     domain_key: str | None
     """The domain's transit key that wrapped the data set's key, if the data is encrypted."""
+    domain_wrapped_key: str | None
+    """The data set's key as domain_key wrapped it: the one ciphertext the job may decrypt under it."""
     token_max_ttl: int
 
     @property
@@ -51,11 +55,17 @@ class VaultPlan:
         """The job's own transit key: it wraps the key of the job's checkpoints and scratch."""
         return self.name if self.transit_mount else None
 
-    def policy_hcl(self) -> str:
+    def policy_hcl(self, wrapped_job_key: str | None) -> str:
+        """The job's policy. Decrypting is pinned to the two wrapped keys the job owns (the data
+        set's, and its own once made): with decrypt on a key alone, a pod could unwrap anything
+        ever sealed under it, the domain's other data keys included. allowed_parameters also
+        refuses every parameter it does not list (batch_input, context)."""
         rules = [f'path "{path}" {{\n  capabilities = ["read"]\n}}' for path in self.secret_paths]
-        if self.transit_mount and self.domain_key:
-            for key in (self.domain_key, self.name):
-                rules.append(f'path "{self.transit_mount}/decrypt/{key}" {{\n  capabilities = ["update"]\n}}')
+        if self.transit_mount and self.domain_key and self.domain_wrapped_key:
+            pinned = [(self.domain_key, self.domain_wrapped_key)]
+            if wrapped_job_key:
+                pinned.append((self.name, wrapped_job_key))
+            rules += [_decrypt_rule(self.transit_mount, key, ciphertext) for key, ciphertext in pinned]
         header = f"# sealtune: FineTuneJob {self.namespace}/{self.service_account} pods, nothing else"
         return "\n".join([header, *rules]) + "\n"
 
@@ -64,11 +74,22 @@ class VaultPlan:
             "bound_service_account_names": [self.service_account],
             "bound_service_account_namespaces": [self.namespace],
             "audience": audience,
-            "token_policies": [self.name],
+            # One name as a string: the operator's own Vault policy allows only sealtune-job-*
+            # here, and Vault matches such a pattern against strings, never list items.
+            "token_policies": self.name,
             "token_ttl": min(TOKEN_TTL_SECONDS, self.token_max_ttl),
             "token_max_ttl": self.token_max_ttl,
             "token_no_default_policy": False,
         }
+
+
+def _decrypt_rule(mount: str, key: str, ciphertext: str) -> str:
+    if not re.fullmatch(WRAPPED_KEY_PATTERN, ciphertext):
+        raise ValueError(f"not a wrapped key (vault:v<n>:<base64>): {ciphertext[:16]!r}...")
+    return (
+        f'path "{mount}/decrypt/{key}" {{\n  capabilities = ["update"]\n'
+        f'  allowed_parameters = {{\n    "ciphertext" = ["{ciphertext}"]\n  }}\n}}'
+    )
 
 
 def object_name(namespace: str, name: str, uid: str) -> str:
@@ -96,6 +117,7 @@ def plan(job: FineTuneJob, domain: DataDomain) -> VaultPlan | None:
         secret_paths=tuple(dict.fromkeys(paths)),
         transit_mount=transit.mount if transit else None,
         domain_key=transit.key_name if transit else None,
+        domain_wrapped_key=transit.wrapped_data_key if transit else None,
         token_max_ttl=job.spec.scheduling.active_deadline_seconds,
     )
 

@@ -121,6 +121,12 @@ CASES: dict[str, Case] = {
         {"spec.evaluation.maxMembershipInferenceAUC": 0.4},
         ("spec.evaluation.maxMembershipInferenceAUC", "greater than or equal to 0.5"),
     ),
+    "glob in a secret path": Case(
+        "job", {"spec.secrets.0.vaultPath": "secret/data/*"}, ("spec.secrets[0].vaultPath", "should match")
+    ),
+    "glob in a domain's vault path": Case(
+        "domain", {"spec.access.vaultPaths": ["secret/+/x"]}, ("spec.access.vaultPaths[0]", "should match")
+    ),
     "memory not a quantity": Case(
         "job", {"spec.resources.memory": "lots"}, ("spec.resources.memory", "should match")
     ),

@@ -29,14 +29,15 @@ def contains(big: Any, small: Any) -> bool:
 
 
 def data_domain(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    """A domain that admits ``namespace``, with its data on claim "data" in its workload namespace."""
+    """A domain that admits ``namespace`` and its secrets under secret/data/<namespace>/, with its
+    data on claim "data" in its workload namespace."""
     base = {
         "classification": "internal",
         "source": {
             "pvc": {"claimName": "data", "path": "."},
             "manifestDigest": DIGEST,
         },
-        "access": {"namespaces": [namespace]},
+        "access": {"namespaces": [namespace], "vaultPaths": ["secret/data/{namespace}/"]},
         "methods": ["lora"],
         "placement": {
             "nodePools": [

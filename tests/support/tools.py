@@ -1,4 +1,4 @@
-"""Tools the hack/ scripts build or fetch into the cache (helm, promtool), found for tests."""
+"""Tools the hack/ scripts build or fetch into the cache (helm, promtool, bao), found for tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tests.support.cluster import REPO_ROOT
 
 @functools.cache
 def tool(name: str) -> str:
-    """The path of helm or promtool, built (or fetched) first on a cold cache."""
+    """The path of helm, promtool or bao, built (or fetched) first on a cold cache."""
     return subprocess.run(
         ["bash", str(REPO_ROOT / "hack" / "lib" / "binaries.sh"), "--path", name],
         capture_output=True,

@@ -153,6 +153,32 @@ def test_domain_rules() -> None:
     assert defaults.retention.training_copies == "24h"
 
 
+# Vault policies read '*' and '+' as globs and the job's policy names these paths: a glob in
+# one would grant more than the path.
+BAD_VAULT_PATHS = ["secret/data/*", "secret/+/x", "secret/data/../team-b/x", "/secret/data/x", "secret//x"]
+
+
+@pytest.mark.parametrize("path", BAD_VAULT_PATHS)
+def test_secret_paths_are_plain(path: str) -> None:
+    with pytest.raises(ValidationError, match="should match pattern"):
+        FineTuneJobSpec.model_validate(job(secrets=[{"vaultPath": path, "fileName": "f"}]))
+
+
+@pytest.mark.parametrize("prefix", [*BAD_VAULT_PATHS, "secret/data/{namespace}*", "secret/{team}/"])
+def test_domain_vault_paths_are_plain_prefixes(prefix: str) -> None:
+    domain = load(SAMPLES[0])["spec"]
+    with pytest.raises(ValidationError, match="should match pattern"):
+        DataDomainSpec.model_validate(domain | {"access": {"vaultPaths": [prefix]}})
+
+
+def test_domain_vault_paths_take_the_namespace_placeholder() -> None:
+    domain = load(SAMPLES[0])["spec"]
+    prefixes = ["secret/data/{namespace}/", "secret/data/shared/hf-token", "kv/data/team-{namespace}/x/"]
+    spec = DataDomainSpec.model_validate(domain | {"access": {"vaultPaths": prefixes}})
+    assert spec.access.vault_paths == prefixes
+    assert DataDomainSpec.model_validate(domain | {"access": {}}).access.vault_paths == []
+
+
 def test_promotion_rules() -> None:
     now = datetime(2025, 1, 1, tzinfo=UTC)
     with pytest.raises(ValidationError, match="approvals needs an entry"):

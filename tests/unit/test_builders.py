@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from sealtune.api.v1alpha1 import DataDomain, FineTuneJob
 from sealtune.builders import desired_children, vault
 from sealtune.builders.endpoints import Endpoint, endpoint
@@ -175,15 +177,48 @@ def test_vault_plan_grants_exactly_the_declared_paths_and_the_job_keys() -> None
     assert plan is not None
     assert plan.name == "sealtune-job-team-a-tune-uid-1"
     assert plan.data_key == plan.name
-    hcl = plan.policy_hcl()
+    hcl = plan.policy_hcl(JOB_WRAPPED)
     paths = [line.split('"')[1] for line in hcl.splitlines() if line.startswith("path ")]
     assert paths == ["secret/data/team/key", "transit/decrypt/k", f"transit/decrypt/{plan.name}"]
     assert hcl.count('["read"]') == 1
     role = plan.role_parameters("vault")
     assert role["bound_service_account_names"] == ["tune-uid1-trainer"]
-    assert role["bound_service_account_namespaces"] == ["sealtune-d"]
-    assert role["token_policies"] == [plan.name]
+    assert role["bound_service_account_namespaces"] == [WORKLOAD_NS]
+    assert role["token_policies"] == plan.name, "a string: the operator's policy globs only those"
     assert role["token_max_ttl"] <= job().spec.scheduling.active_deadline_seconds
+
+
+JOB_WRAPPED = "vault:v1:am9iIGtleQ+/="
+
+
+def test_decrypting_is_pinned_to_the_domain_and_job_wrapped_keys() -> None:
+    plan = vault.plan(job(SECRETS), domain(encryption=TRANSIT))
+    assert plan is not None
+    assert plan.policy_hcl(JOB_WRAPPED).endswith(
+        'path "transit/decrypt/k" {\n'
+        '  capabilities = ["update"]\n'
+        "  allowed_parameters = {\n"
+        f'    "ciphertext" = ["{WRAPPED}"]\n'
+        "  }\n"
+        "}\n"
+        f'path "transit/decrypt/{plan.name}" {{\n'
+        '  capabilities = ["update"]\n'
+        "  allowed_parameters = {\n"
+        f'    "ciphertext" = ["{JOB_WRAPPED}"]\n'
+        "  }\n"
+        "}\n"
+    )
+    # Before the job's key is made, its policy grants nothing under it.
+    assert "decrypt/sealtune-job" not in plan.policy_hcl(None)
+    assert plan.policy_hcl(None).count("allowed_parameters") == 1
+
+
+def test_a_wrapped_key_that_is_not_ciphertext_never_reaches_the_policy() -> None:
+    plan = vault.plan(job(SECRETS), domain(encryption=TRANSIT))
+    assert plan is not None
+    for bad in ('vault:v1:x"]\n}\npath "sys/*" {', "*", "vault:v1:"):
+        with pytest.raises(ValueError, match="not a wrapped key"):
+            plan.policy_hcl(bad)
 
 
 def test_vault_token_ttl_never_exceeds_a_short_deadline() -> None:

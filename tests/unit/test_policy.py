@@ -24,6 +24,10 @@ def domain(**spec: Any) -> DataDomain:
     return DataDomain.model_validate(data_domain("d", NS, **spec))
 
 
+def secrets(*paths: str) -> dict[str, Any]:
+    return {"secrets": [{"vaultPath": p, "fileName": f"s{i}"} for i, p in enumerate(paths)]}
+
+
 CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, str], list[tuple[str, str]]]] = [
     ("admitted", {}, {}, {}, []),
     (
@@ -46,6 +50,76 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, str], list[tupl
         {"access": {"namespaces": [], "namespaceSelector": {"matchLabels": {"team": "ml"}}}},
         {"team": "web"},
         [("metadata.namespace", "NamespaceNotAllowed")],
+    ),
+    ("own team's secret", secrets("secret/data/team-a/hf"), {}, {}, []),
+    (
+        "another team's secret",
+        secrets("secret/data/team-b/hf"),
+        {},
+        {},
+        [("spec.secrets[0].vaultPath", "SecretPathNotAllowed")],
+    ),
+    (
+        "no secret path admitted",
+        secrets("secret/data/team-a/hf"),
+        {"access": {"vaultPaths": []}},
+        {},
+        [("spec.secrets[0].vaultPath", "SecretPathNotAllowed")],
+    ),
+    (
+        "each refused secret named",
+        secrets("secret/data/team-a/hf", "secret/data/shared/x", "secret/data/team-a"),
+        {},
+        {},
+        [
+            ("spec.secrets[1].vaultPath", "SecretPathNotAllowed"),
+            ("spec.secrets[2].vaultPath", "SecretPathNotAllowed"),
+        ],
+    ),
+    (
+        "prefix without '/' admits itself",
+        secrets("secret/data/shared/hf-token"),
+        {"access": {"vaultPaths": ["secret/data/shared/hf-token"]}},
+        {},
+        [],
+    ),
+    (
+        "prefix without '/' admits what lies below it",
+        secrets("secret/data/team-a/x"),
+        {"access": {"vaultPaths": ["secret/data/team-a"]}},
+        {},
+        [],
+    ),
+    (
+        "prefix without '/' stops at its last segment",
+        secrets("secret/data/team-ab/x"),
+        {"access": {"vaultPaths": ["secret/data/team-a"]}},
+        {},
+        [("spec.secrets[0].vaultPath", "SecretPathNotAllowed")],
+    ),
+    (
+        "placeholder stands for the job's namespace, not another",
+        secrets("kv/data/ml-team-b/x"),
+        {"access": {"vaultPaths": ["kv/data/ml-{namespace}/"]}},
+        {},
+        [("spec.secrets[0].vaultPath", "SecretPathNotAllowed")],
+    ),
+    (
+        "placeholder mid-segment",
+        secrets("kv/data/ml-team-a/x"),
+        {"access": {"vaultPaths": ["kv/data/ml-{namespace}/"]}},
+        {},
+        [],
+    ),
+    (
+        "the domain's own store credentials need no prefix",
+        {},
+        {
+            "access": {"vaultPaths": []},
+            "source": {"pvc": None, "s3": {"uri": "s3://bucket/x", "credentialsVaultPath": "secret/data/s3"}},
+        },
+        {},
+        [],
     ),
     (
         "method",
@@ -137,6 +211,18 @@ def test_policy(
     assert [(v.field, v.reason) for v in violations] == expected
     for v in violations:
         assert str(v).startswith(f"{v.field}: ") and len(v.message) > 20
+
+
+def test_a_refused_secret_path_message_names_the_path_the_domain_and_the_allowed_prefixes() -> None:
+    (violation,) = evaluate(
+        job(**secrets("secret/data/team-b/hf")),
+        domain(access={"vaultPaths": ["secret/data/{namespace}/", "secret/data/shared/hf"]}),
+        {},
+    )
+    assert "secret/data/team-b/hf" in violation.message and "DataDomain d" in violation.message
+    assert "secret/data/team-a/, secret/data/shared/hf" in violation.message
+    assert "{namespace}" not in violation.message
+    assert "ask the domain's admin to add a prefix" in violation.message
 
 
 @pytest.mark.parametrize(

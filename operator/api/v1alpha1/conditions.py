@@ -49,6 +49,9 @@ class PolicyAdmittedReason(StrEnum):
     WORKLOAD_NAMESPACE_CONFLICT = "WorkloadNamespaceConflict"
     """Reason for PolicyAdmitted=False when the domain's workload namespace exists but sealtune did
     not create it for this domain: the operator never runs a job in a namespace others control."""
+    SECRET_PATH_NOT_ALLOWED = "SecretPathNotAllowed"  # noqa: S105  (a reason, not a secret)
+    """Reason for PolicyAdmitted=False when a spec.secrets[].vaultPath lies under none of the
+    domain's spec.access.vaultPaths."""
     METHOD_NOT_ALLOWED = "MethodNotAllowed"
     """Reason for PolicyAdmitted=False when spec.method.type is not among the domain's methods."""
     LIMIT_EXCEEDED = "LimitExceeded"

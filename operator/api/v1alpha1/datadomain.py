@@ -24,6 +24,8 @@ from .scalars import (
     LabelValue,
     RelativePath,
     Time,
+    VaultPathPrefix,
+    WrappedKey,
 )
 
 Classification = Literal["public", "internal", "confidential", "restricted"]
@@ -101,7 +103,7 @@ class VaultTransitEncryption(KubeModel):
     )
     """Mount path of the transit secrets engine. Optional; defaults to transit."""
 
-    wrapped_data_key: str = Field(max_length=4096, pattern=r"^vault:v[0-9]+:[A-Za-z0-9+/=]+$")
+    wrapped_data_key: WrappedKey
     """The data set's key as transit wrapped it (``vault:v1:...``, from ``transit/datakey/wrapped``):
     ciphertext, safe to store here; only a job's pods may ask Vault to unwrap it. Required."""
 
@@ -135,6 +137,16 @@ class Access(KubeModel):
 
     namespace_selector: LabelSelector | None = None
     """Namespaces whose labels match may use the domain. Optional."""
+
+    vault_paths: list[VaultPathPrefix] = Field(
+        default_factory=list, max_length=32, json_schema_extra=LIST_SET
+    )
+    """Vault paths the jobs' spec.secrets may name: each admits itself and what lies below it
+    (``secret/data/shared/hf-token`` admits that path and ``secret/data/shared/hf-token/...``; one
+    ending in '/' admits every path that starts with it). ``{namespace}`` stands for the job's
+    namespace, e.g. ``secret/data/{namespace}/``. No globs ('*', '+'), no '..'. Optional; empty
+    admits no declared secret (the domain's own spec.source.s3.credentialsVaultPath is always
+    readable by its jobs)."""
 
 
 class Limits(KubeModel):
@@ -314,7 +326,8 @@ class DataDomainSpec(KubeModel):
     """How the data set is encrypted at rest. Optional; defaults to none."""
 
     access: Access = Field(default_factory=Access)
-    """Namespaces and ServiceAccounts that may use the domain. Optional; empty admits none."""
+    """Namespaces and ServiceAccounts that may use the domain, and the Vault paths their jobs may
+    read. Optional; empty admits none."""
 
     methods: list[Method] = Field(
         default_factory=lambda: list(_DEFAULT_METHODS), min_length=1, max_length=3, json_schema_extra=LIST_SET

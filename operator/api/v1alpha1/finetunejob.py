@@ -9,7 +9,18 @@ from pydantic import Field, StringConstraints, field_validator
 from .base import AGE, LIST_SET, KindInfo, KubeModel, KubeResource, PrinterColumn, Rule, immutable, list_map
 from .datadomain import Method
 from .meta import Condition, LocalObjectReference, UIDReference, VolumePath, conditions_field
-from .scalars import Digest, DNSLabel, DNSSubdomain, FileName, LabelValue, Quantity, Rate, Time, VaultPath
+from .scalars import (
+    Digest,
+    DNSLabel,
+    DNSSubdomain,
+    FileName,
+    LabelValue,
+    Quantity,
+    Rate,
+    Time,
+    VaultPath,
+    WrappedKey,
+)
 
 # Child objects (Job, Service, pods "<job>-<index>") are named after the FineTuneJob and a pod's
 # hostname must stay a 63-character DNS label, so the name leaves room for what is appended.
@@ -549,7 +560,7 @@ class VaultStatus(KubeModel):
     transit_mount: str | None = Field(None, max_length=128)
     """Mount path of the transit engine holding dataKey. Optional."""
 
-    wrapped_data_key: str | None = Field(None, max_length=4096)
+    wrapped_data_key: WrappedKey | None = None
     """The job's data key as dataKey wrapped it: ciphertext only, useless once dataKey is
     deleted. Optional."""
 

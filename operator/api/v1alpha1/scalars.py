@@ -54,7 +54,23 @@ FileName = Annotated[str, StringConstraints(pattern=rf"^{_SEGMENT}$", max_length
 """A plain file name: no '/', no '..', not hidden."""
 
 VaultPath = Annotated[str, StringConstraints(pattern=rf"^{_SEGMENT}(/{_SEGMENT})*$", max_length=512)]
-"""A Vault API path below ``/v1/``, e.g. ``secret/data/team-a/hf-token``."""
+"""A Vault API path below ``/v1/``, e.g. ``secret/data/team-a/hf-token``. No '*' or '+' (Vault
+policies read them as globs, and the job's policy names this path) and no '..'."""
+
+# A segment as above, in which {namespace} may stand for characters.
+_PREFIX_SEGMENT = r"([A-Za-z0-9_]|\{namespace\})([A-Za-z0-9_.-]|\{namespace\})*"
+
+VaultPathPrefix = Annotated[
+    str, StringConstraints(pattern=rf"^{_PREFIX_SEGMENT}(/{_PREFIX_SEGMENT})*/?$", max_length=512)
+]
+"""A Vault API path or the start of one, e.g. ``secret/data/{namespace}/``; ``{namespace}`` is
+replaced by a job's namespace. No globs, no '..', no leading '/'."""
+
+WRAPPED_KEY_PATTERN = r"^vault:v[0-9]+:[A-Za-z0-9+/=]+$"
+
+WrappedKey = Annotated[str, StringConstraints(pattern=WRAPPED_KEY_PATTERN, max_length=4096)]
+"""A key as Vault transit wrapped it (``vault:v1:...``): ciphertext. Vault policies pin it, so
+it holds no character a policy would read otherwise."""
 
 URL = Annotated[
     str,
