@@ -38,6 +38,7 @@ MAX_RECEIPTS = 64
 RECHECK_SECONDS = 2.0
 """How soon a deletion that was sent but not yet visible is checked again."""
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+WAITING = "no Vault role while the job's pods may not run (suspended or queued); it is made when they may"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,14 @@ class Secured:
     cond: Cond
     vault: dict[str, str] | None = None
     retry: bool = False
+    waiting: bool = False
+    """Everything but the role exists: its children may be made (suspended or queued), and no
+    pod can log in."""
+
+    @property
+    def children(self) -> bool:
+        """Whether the job's children may be made: what their config needs exists."""
+        return self.cond.status or self.waiting
 
 
 def _ts(value: datetime) -> str:
@@ -108,9 +117,10 @@ class Custody:
     audit: AuditLog
 
     async def secure(
-        self, job: FineTuneJob, domain: DataDomain, body: Mapping[str, Any], old_status: Mapping[str, Any]
+        self, job: FineTuneJob, domain: DataDomain, old_status: Mapping[str, Any], *, may_run: bool
     ) -> Secured:
-        """Makes sure the job's policy, role and data key exist before its Job does."""
+        """Makes sure the job's data key exists before its Job does, and its policy and role
+        exactly while its pods ``may_run``: not while it is suspended or queued."""
         plan = vault_builders.plan(job, domain)
         if plan is None:
             return Secured(
@@ -122,12 +132,18 @@ class Custody:
                 )
             )
         recorded = dict(old_status.get("vault") or {})
-        ready = _condition(old_status, T.SECRETS_READY)
-        if ready and ready.get("status") == "True" and recorded.get("role") == plan.name:
-            # Made already: no Vault call on every reconcile of thousands of jobs.
+        ready = _condition(old_status, T.SECRETS_READY) or {}
+        # Made (or withheld) already: no Vault call on every reconcile of thousands of jobs.
+        if may_run and ready.get("status") == "True" and recorded.get("role") == plan.name:
             return Secured(
                 Cond(T.SECRETS_READY, True, R.VAULT_ROLE_READY, ready.get("message", "")), recorded
             )
+        if (
+            not may_run
+            and ready.get("reason") == R.WAITING_TO_RUN
+            and recorded.get("dataKey") == plan.data_key
+        ):
+            return Secured(Cond(T.SECRETS_READY, False, R.WAITING_TO_RUN, WAITING), recorded, waiting=True)
         if self.vault is None:
             return Secured(
                 Cond(
@@ -142,14 +158,27 @@ class Custody:
             # Not this job's key, or not ciphertext (the policy pins it): make a new one.
             wrapped = None
         try:
-            grant = await self.vault.grant(plan, wrapped)
+            grant = await self.vault.grant(plan, wrapped, login=may_run)
         except VaultProblem as problem:
             return Secured(Cond(T.SECRETS_READY, False, problem.reason, str(problem)), retry=True)
+        if not may_run:
+            return Secured(
+                Cond(T.SECRETS_READY, False, R.WAITING_TO_RUN, WAITING), grant.status(), waiting=True
+            )
         paths = len(plan.secret_paths)
         message = f"Vault role and policy {grant.role} grant {paths} secret path{'s' * (paths != 1)}"
         if grant.data_key:
             message += f" and the job's data key {grant.transit_mount}/{grant.data_key}"
         return Secured(Cond(T.SECRETS_READY, True, R.VAULT_ROLE_READY, message), grant.status())
+
+    async def withdraw(self, body: Mapping[str, Any], old_status: Mapping[str, Any]) -> dict[str, str] | None:
+        """A job whose domain's policy now refuses it loses its Vault role and policy (its data
+        key stays: it may be admitted again); returns its status.vault, if it had one."""
+        recorded = dict(old_status.get("vault") or {})
+        if "role" not in recorded or self.vault is None:
+            return recorded or None
+        await self.vault.revoke(vault_object_name(body))
+        return {k: v for k, v in recorded.items() if k not in ("role", "policy")}
 
     async def hold(self, body: Mapping[str, Any]) -> None:
         """The finalizer, before the job has anything in its workload namespace or in Vault."""

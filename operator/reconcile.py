@@ -376,19 +376,23 @@ class Controller:
             violation = violations[0] if violations else self._namespace_conflict(domain)
 
         batch, pods = self._workload_seen(key, body, workload)
-        secured = None
+        secured, vault = None, None
         if violation is None and domain is not None and workload is not None:
-            secured = await self._admitted(key, job, domain, workload, body, old_status=basis, batch=batch)
-        elif batch is not None and workload is not None and not batch.suspended:
-            # The domain no longer admits this job: stop its workers, keep everything else.
-            patch = {"spec": {"suspend": True}}
-            await self.kube.merge_patch("Job", workload.batch_job, workload.namespace, patch)
+            secured = await self._admitted(key, job, domain, body, old_status=basis, batch=batch)
+            vault = secured.vault
+        else:
+            # The domain no longer admits this job: stop its workers and take its Vault role;
+            # keep everything else.
+            if batch is not None and workload is not None and not batch.suspended:
+                patch = {"spec": {"suspend": True}}
+                await self.kube.merge_patch("Job", workload.batch_job, workload.namespace, patch)
+            vault = await self.custody.withdraw(body, basis)
 
         now = datetime.now(UTC)
         seen = Observation(batch, pods)
         status = compute_status(job, basis, violation, seen, now, secrets=secured.cond if secured else None)
-        if secured is not None and secured.vault:
-            status["vault"] = secured.vault
+        if vault is not None:
+            status["vault"] = vault
         self._with_progress(key, job, status, pods)
         return reference(body), old_status, status
 
@@ -438,7 +442,6 @@ class Controller:
         key: Key,
         job: FineTuneJob,
         domain: DataDomain,
-        workload: Workload,
         body: Mapping[str, Any],
         *,
         old_status: Mapping[str, Any],
@@ -450,8 +453,14 @@ class Controller:
         await self.custody.hold(body)
         if batch is None:
             await self._ensure_namespace(domain)
-        secured = await self.custody.secure(job, domain, body, old_status)
-        if secured.cond.status:
+        scheduling = job.spec.scheduling
+        # Kueue holds a queued job by suspending its batch Job: until Kueue lets it go, no pod
+        # of it runs, and no Vault role exists for one.
+        queued = scheduling.queue_name is not None and (batch is None or batch.suspended)
+        secured = await self.custody.secure(
+            job, domain, old_status, may_run=not scheduling.suspend and not queued
+        )
+        if secured.children:
             wrapped = (secured.vault or {}).get("wrappedDataKey")
             await self._apply_children(key, job, domain, batch, wrapped)
             self._vault_failures.pop(key, None)
@@ -755,7 +764,7 @@ def is_bad_news(cond: Mapping[str, Any]) -> bool:
     return (
         cond["type"] in ("PolicyAdmitted", "SecretsReady", "Scheduled")
         and cond["status"] == "False"
-        and cond["reason"] not in ("Pending", "VaultRoleRevoked")
+        and cond["reason"] not in ("Pending", "VaultRoleRevoked", "WaitingToRun")
     )
 
 

@@ -120,6 +120,10 @@ def deliver(config: InitConfig) -> list[str]:
         raise ConfigRefused(
             f"Vault refused the login to role {config.role}", reason="VaultLoginRefused"
         ) from None
+    except hvac.exceptions.InvalidRequest:
+        # No such role yet: the operator makes it only once the pods may run, and a queued job's
+        # pods start the moment Kueue admits it, seconds before the operator sees that.
+        raise Transient(f"Vault has no role {config.role} yet") from None
     directory = Path(config.secrets_dir)
     written = []
     try:

@@ -44,8 +44,9 @@ class VaultProblem(Exception):
 class Grant:
     """What exists in Vault for one job, as status.vault records it."""
 
-    role: str
-    policy: str
+    role: str | None
+    """None while the job may not run: no role, no policy, nothing can log in."""
+    policy: str | None
     data_key: str | None
     transit_mount: str | None
     wrapped_data_key: str | None
@@ -170,7 +171,7 @@ class VaultAdmin:
         current = (data.get("versions") or {}).get(str(data.get("current_version")), {})
         return not current.get("destroyed") and not current.get("deletion_time")
 
-    def _grant(self, plan: VaultPlan, wrapped: str | None) -> Grant:
+    def _grant(self, plan: VaultPlan, wrapped: str | None, login: bool) -> Grant:
         for path in plan.secret_paths:
             if not self._secret_exists(path):
                 raise VaultProblem(
@@ -184,6 +185,9 @@ class VaultAdmin:
                     plan.data_key, key_type="wrapped", bits=256, mount_point=plan.transit_mount
                 )
                 wrapped = response["data"]["ciphertext"]
+        if not login:
+            self._revoke(plan.name)
+            return Grant(None, None, plan.data_key, plan.transit_mount, wrapped)
         # The policy pins the wrapped keys, so it is written once they exist, and before the
         # role: a pod may log in as soon as the role exists, and is granted what the policy
         # says at each request.
@@ -194,10 +198,11 @@ class VaultAdmin:
         )
         return Grant(plan.name, plan.name, plan.data_key, plan.transit_mount, wrapped)
 
-    async def grant(self, plan: VaultPlan, wrapped_data_key: str | None) -> Grant:
-        """Creates or updates the job's policy, role and transit key (idempotent). Keeps the
-        wrapped data key it is given, so a job's checkpoints stay readable across restarts."""
-        return await self._run(lambda: self._grant(plan, wrapped_data_key), "grant")
+    async def grant(self, plan: VaultPlan, wrapped_data_key: str | None, *, login: bool = True) -> Grant:
+        """Creates or updates the job's transit key and, when ``login`` (its pods may run), its
+        policy and role; without, removes them (idempotent). Keeps the wrapped data key it is
+        given, so a job's checkpoints stay readable across restarts."""
+        return await self._run(lambda: self._grant(plan, wrapped_data_key, login), "grant")
 
     def _revoke(self, name: str) -> None:
         with contextlib.suppress(hvac.exceptions.InvalidPath):

@@ -45,7 +45,7 @@ def calls(client: mock.MagicMock) -> list[tuple[str, Any]]:
 @pytest.mark.parametrize("kept", [None, "vault:v1:a2VwdA=="])
 def test_the_policy_is_final_before_the_role_exists(kept: str | None) -> None:
     vault_admin, client = admin()
-    grant = vault_admin._grant(plan(), kept)
+    grant = vault_admin._grant(plan(), kept, True)
     wrapped = kept or MADE
     assert grant.wrapped_data_key == wrapped
     order = [name for name, _ in calls(client)]
@@ -54,3 +54,14 @@ def test_the_policy_is_final_before_the_role_exists(kept: str | None) -> None:
     assert ("secrets.transit.generate_data_key" in order) is (kept is None)
     (hcl,) = [args[1] for name, args in calls(client) if name == "sys.create_or_update_acl_policy"]
     assert f'"ciphertext" = ["{wrapped}"]' in hcl and f'"ciphertext" = ["{DOMAIN_WRAPPED}"]' in hcl
+
+
+def test_a_job_that_may_not_run_gets_its_data_key_and_no_way_to_log_in() -> None:
+    vault_admin, client = admin()
+    grant = vault_admin._grant(plan(), None, False)
+    order = [name for name, _ in calls(client)]
+    assert "secrets.transit.generate_data_key" in order, "its ConfigMap needs the wrapped key"
+    assert "sys.create_or_update_acl_policy" not in order and "adapter.post" not in order
+    assert "adapter.delete" in order and "sys.delete_acl_policy" in order, "a role made earlier goes"
+    assert (grant.role, grant.policy) == (None, None)
+    assert "role" not in grant.status() and grant.status()["wrappedDataKey"] == MADE

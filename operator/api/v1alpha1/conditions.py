@@ -91,6 +91,10 @@ class SecretsReadyReason(StrEnum):
     """Reason for SecretsReady=False when a path in spec.secrets does not exist; the message names it."""
     VAULT_ROLE_REVOKED = "VaultRoleRevoked"
     """Reason for SecretsReady=False when the job ended and its Vault role and policy were removed."""
+    WAITING_TO_RUN = "WaitingToRun"
+    """Reason for SecretsReady=False while the job's pods may not run (it is suspended, waits in
+    its Kueue queue, or its domain's policy refuses it): no Vault role exists for them until
+    they may."""
 
 
 class ScheduledReason(StrEnum):
