@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from . import builders, metrics, names
+from . import builders, metrics, names, workspaces
 from .adapters.kube import ApiError, Conflict, KubeClient, Superseded
 from .adapters.vault import VaultProblem
 from .api.v1alpha1 import DataDomain, FineTuneJob
@@ -29,7 +29,6 @@ from .api.v1alpha1.conditions import JobConditionType as T
 from .api.v1alpha1.conditions import PublishedReason
 from .api.v1alpha1.datadomain import Retention
 from .audit import AuditError, AuditLog, Event, Subject
-from .builders.admission import baseline_network_policy, workload_bindings, workload_namespace
 from .builders.meta import domain_namespace, workload_of
 from .builders.workload import indexed_job
 from .custody import Custody, Secured
@@ -416,7 +415,7 @@ class Controller:
         store = self.snapshot.namespaces().get(domain_namespace(domain))
         if store is None:
             return None
-        if _ours(_one(store) or {}, domain):
+        if workspaces.is_domains(_one(store) or {}, domain):
             return None
         return workload_namespace_conflict(domain, domain_namespace(domain))
 
@@ -514,6 +513,25 @@ class Controller:
         cached = self._domains.get(domain.metadata["name"])
         return cached[0] if cached is not None and cached[1] is domain else None
 
+    async def domain_changed(self, body: Mapping[str, Any]) -> None:
+        """A DataDomain appeared or changed: its workload namespace is made (or found not to be
+        the domain's), and its status says which. Nothing is sent when nothing changed."""
+        if body["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            domain = DataDomain.model_validate({k: v for k, v in body.items() if k != "status"})
+            conflict = self._namespace_conflict(domain)
+            if conflict is None:
+                await self._ensure_namespace(domain)
+            old = dict(body.get("status") or {})
+            new = workspaces.domain_status(domain, old, conflict is None, datetime.now(UTC))
+            if new != old:
+                name, version = domain.metadata["name"], body["metadata"]["resourceVersion"]
+                await self.kube.patch_status("DataDomain", name, None, new, version)
+        except (ValidationError, ApiError, OSError, TimeoutError) as error:
+            # Its jobs make the namespace when they need it; the status waits for the next event.
+            log.warning("DataDomain %s: %s", body["metadata"]["name"], error)
+
     async def _ensure_namespace(self, domain: DataDomain) -> None:
         """Makes the domain's workload namespace once, with its default-deny policy and the
         bindings of the admission policies that guard it. A namespace someone else made in the
@@ -522,16 +540,9 @@ class Controller:
         name = domain_namespace(domain)
         if name in self._namespaces_made or self.snapshot.namespaces().get(name) is not None:
             return
-        domain_name = domain.metadata["name"]
-        try:
-            await self.kube.create(workload_namespace(domain_name, name))
-        except Conflict as error:
-            found = await self.kube.get("Namespace", name)
-            labels = ((found or {}).get("metadata") or {}).get("labels") or {}
-            if error.reason != "AlreadyExists" or not _ours(labels, domain):
-                raise
-        for obj in (baseline_network_policy(name), *workload_bindings(domain_name, name)):
-            await self.kube.create_or_apply(obj)
+        if not await workspaces.ensure(self.kube, domain):
+            # Made by someone else since the check: the next reconcile refuses the job.
+            raise Conflict(409, {"message": f"namespace {name} is not the domain's", "reason": "Conflict"})
         self._namespaces_made.add(name)
 
     async def _apply_children(
@@ -766,8 +777,3 @@ def is_bad_news(cond: Mapping[str, Any]) -> bool:
         and cond["status"] == "False"
         and cond["reason"] not in ("Pending", "VaultRoleRevoked", "WaitingToRun")
     )
-
-
-def _ours(labels: Mapping[str, str], domain: DataDomain) -> bool:
-    """Whether a namespace's labels say sealtune made it as this domain's workload namespace."""
-    return labels.get(LABEL_WORKLOAD_OF) == workload_label_value(domain.metadata["name"])

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from sealtune.names import LABEL_WORKLOAD_OF
 from tests.support.cluster import REPO_ROOT, LocalCluster, ensure_cluster, hack_cluster
-from tests.support.objects import bound_claims
 from tests.support.operator import OperatorProcess, with_vault
 
 TIERS = ("unit", "integration", "e2e", "trainer", "slow")
@@ -88,7 +88,12 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     name = "".join(c for c in name if c.isalnum() or c == "-")
     kubectl("create", "namespace", name)
     yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    # With it go the workload namespaces of the domains the test named after it.
+    spaces = json.loads(kubectl("get", "namespaces", "-l", LABEL_WORKLOAD_OF, "-o", "json").stdout)["items"]
+    doomed = [
+        s["metadata"]["name"] for s in spaces if s["metadata"]["labels"][LABEL_WORKLOAD_OF].startswith(name)
+    ]
+    kubectl("delete", "namespace", name, *doomed, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")
@@ -101,14 +106,9 @@ def real_nodes(kubeconfig: str) -> dict[str, Any]:
 
 @pytest.fixture
 def team_namespace(namespace: str, kubectl: Kubectl) -> str:
-    """A namespace that enforces Pod Security "restricted" and holds bound claims."""
+    """A team's namespace: Pod Security "restricted" enforced. Its jobs' claims live in their
+    domains' workload namespaces (tests.support.objects.domain_with_claims)."""
     kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": bound_claims(namespace)}),
-    )
     return namespace
 
 

@@ -119,8 +119,10 @@ def controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
 
 
 @kopf.on.event(GROUP, VERSION, "datadomains")
-async def datadomain_changed(memo: kopf.Memo, name: str, type: str, **kwargs: Any) -> None:
+async def datadomain_changed(memo: kopf.Memo, name: str, type: str, body: kopf.Body, **kwargs: Any) -> None:
     ctl = controller(memo, kwargs)
+    if type != "DELETED":
+        await ctl.domain_changed(body)
     if not type:
         return  # the initial listing: binding the controller reconciled every job
     for key, store in list(memo.finetunejobs.groups.items()):

@@ -29,12 +29,13 @@ import yaml
 
 from sealtune import signing
 from sealtune.api.v1alpha1.modelartifact import FileDigest
+from sealtune.names import workload_namespace
 from tests.conftest import Kubectl
 from tests.support import volumes
 from tests.support.artifacts import flip_byte, model_signing_verify
 from tests.support.cluster import REPO_ROOT, LocalCluster
-from tests.support.kube import apply, get, pods_of, wait_condition, wait_for
-from tests.support.objects import data_domain, finetune_job
+from tests.support.kube import apply, get, pods_of, wait_condition, wait_for, workload_of
+from tests.support.objects import data_domain, finetune_job, workload_namespace_object
 from tests.support.operator import OperatorProcess
 from tests.support.scan import find_secrets
 
@@ -175,18 +176,22 @@ def env(
         kubectl("delete", "finetunejobs", "--all", "-n", ns, "--timeout=120s", check=False)
     operator.stop()
     for ns in namespaces:
-        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        kubectl("delete", "namespace", ns, workload_namespace(f"{ns}-kb"), "--wait=false", check=False)
         vault.secrets.kv.v2.delete_metadata_and_all_versions(f"{ns}/{TRACKER}")
 
 
 @pytest.fixture
-def provide(kubeconfig: str, env: Env) -> Iterator[Callable[[str, list[str]], dict[str, Path]]]:
-    """Makes the claims data, models and outputs in a namespace, on local volumes that the
-    given nodes can mount, holding the admin's sealed data set and base model; removes them
-    (claims, volumes, directories) afterwards."""
+def provide(
+    kubeconfig: str, kubectl: Kubectl, env: Env
+) -> Iterator[Callable[[str, list[str]], dict[str, Path]]]:
+    """As the domain's admin: makes the domain's workload namespace and in it the claims data,
+    models and outputs, on local volumes that the given nodes can mount, holding the admin's
+    sealed data set and base model; removes them (claims, volumes, directories) afterwards."""
     made: list[str] = []
 
-    def provide(namespace: str, nodes: list[str]) -> dict[str, Path]:
+    def provide(domain: str, nodes: list[str]) -> dict[str, Path]:
+        namespace = workload_namespace(domain)
+        apply(kubectl, workload_namespace_object(domain))
         prefix = f"{namespace[:40]}-{uuid.uuid4().hex[:4]}"
         dirs = {}
         for claim in ("data", "models", "outputs"):
@@ -260,8 +265,8 @@ def wait_succeeded(kubectl: Kubectl, namespace: str, job: str, timeout: float = 
 
     if wait_for(finished, timeout) == "Failed":
         logs = [
-            kubectl("logs", "-n", namespace, pod["metadata"]["name"], "--all-containers", "--tail=40",
-                    check=False).stdout
+            kubectl("logs", "-n", pod["metadata"]["namespace"], pod["metadata"]["name"], "--all-containers",
+                    "--tail=40", check=False).stdout
             for pod in pods_of(kubectl, namespace, job)
         ]  # fmt: skip
         status = get(kubectl, "ftj", job, "-n", namespace)["status"]
@@ -294,7 +299,7 @@ def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified
     ns, job = env.namespaces[0], "kb-assistant"
     cc = real_nodes["confidential"]
     cc_node = next(n for n in real_nodes["nodes"] if n["name"] == cc)
-    outputs = provide(ns, [cc])["outputs"]
+    outputs = provide(f"{ns}-kb", [cc])["outputs"]
     token = f"tracker-{uuid.uuid4().hex}"
     env.secrets.append(token)
     vault.secrets.kv.v2.create_or_update_secret(f"{ns}/{TRACKER}", secret={"token": token})
@@ -351,8 +356,11 @@ def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified
     status = trainer_status(pod)
     assert status["image"] == trainer_image and status["state"]["terminated"]["exitCode"] == 0
 
-    # It really trained: the loss fell over the run, and the adapter changed.
-    metrics = json.loads((outputs / job / "metrics.json").read_text())
+    # It really trained: the loss fell over the run, and the adapter changed. Its output is in a
+    # directory of its own on the domain's output claim.
+    work = workload_of(kubectl, ns, job)
+    files = outputs / work.output_dir
+    metrics = json.loads((files / "metrics.json").read_text())
     losses = metrics["lossPerStep"]
     assert len(losses) == TRAINING["maxSteps"]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1, losses
@@ -370,7 +378,6 @@ def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified
     assert [i["uri"] for i in lineage["images"]] == [f"oci://{trainer_image}"]
 
     # sealtune verify: signature, provenance and every file, with the operator's published key.
-    files = outputs / job
     code, verdict = sealtune("verify", job, "-n", ns, "--files", files, kubeconfig=kubeconfig)
     assert code == 0 and verdict["verified"], verdict
     public_key = tmp_path / "sealtune.pub"
@@ -413,7 +420,7 @@ def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified
 
     # No secret value in any API object, raw etcd, the operator's log and audit log, any
     # container's log, or any file the trainer wrote outside its memory volume.
-    pods_logs = pod_log_files(real_nodes, ns)
+    pods_logs = pod_log_files(real_nodes, work.namespace)
     assert len(pods_logs) >= 2, pods_logs  # the init container's and the trainer's
     written = [p for p in outputs.rglob("*") if p.is_file()]
     logs = [env.operator.log_path, env.operator.log_path.with_name("audit.jsonl"), *pods_logs, *written]
@@ -429,7 +436,7 @@ def test_two_workers_on_two_nodes_train_with_zero2_through_the_headless_service(
     ns, job = env.namespaces[1], "kb-zero2"
     nodes = real_nodes["names"]
     assert len(nodes) >= 2, "the e2e tier starts two real nodes"
-    outputs = provide(ns, nodes)["outputs"]
+    outputs = provide(f"{ns}-kb", nodes)["outputs"]
     placement = {"nodePools": [{"matchExpressions": [REAL_NODE]}], "tolerations": NODE_TAINTS}
     apply(
         kubectl,
@@ -453,19 +460,22 @@ def test_two_workers_on_two_nodes_train_with_zero2_through_the_headless_service(
         "batch.kubernetes.io/job-completion-index"]))  # fmt: skip
     assert len(pods) == 2
     assert {p["spec"]["nodeName"] for p in pods} == set(nodes[:2]), "one worker per node"
+    work = workload_of(kubectl, ns, job)
     for index, pod in enumerate(pods):
         assert trainer_status(pod)["state"]["terminated"]["exitCode"] == 0
         env_vars = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
         # Rendezvous at worker 0's stable name under the job's headless Service.
-        assert env_vars["MASTER_ADDR"] == f"{job}-0.{job}.{ns}.svc.cluster.local"
-        assert pod["spec"]["subdomain"] == job and pod["spec"]["hostname"] == f"{job}-{index}"
-    assert get(kubectl, "service", job, "-n", ns)["spec"]["clusterIP"] == "None"
+        service = f"{work.service}.{work.namespace}.svc.cluster.local"
+        assert env_vars["MASTER_ADDR"] == f"{work.worker_hostname(0)}.{service}"
+        assert pod["spec"]["subdomain"] == work.service
+        assert pod["spec"]["hostname"] == work.worker_hostname(index)
+    assert get(kubectl, "service", work.service, "-n", work.namespace)["spec"]["clusterIP"] == "None"
     # Both ranks took part: one world of two, and rank 1 logged its own steps.
-    metrics = json.loads((outputs / job / "metrics.json").read_text())
+    metrics = json.loads((outputs / work.output_dir / "metrics.json").read_text())
     assert metrics["training"]["worldSize"] == 2
     assert metrics["training"]["deepspeedZeroStage"] == 2
     assert len(metrics["lossPerStep"]) == 8
-    second = kubectl("logs", "-n", ns, pods[1]["metadata"]["name"], "-c", "trainer").stdout
+    second = kubectl("logs", "-n", work.namespace, pods[1]["metadata"]["name"], "-c", "trainer").stdout
     assert "rank=1 " in second, second[-2000:]
     # Published under the name the job asked for.
     wait_condition(kubectl, ns, job, "Published", timeout=120)

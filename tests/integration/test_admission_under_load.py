@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Kubectl
 from tests.support.cluster import LocalCluster, hack_cluster
-from tests.support.kube import apply, get, wait_for
+from tests.support.kube import apply, get, of_job, wait_for
 from tests.support.objects import finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess, with_vault
 from tests.support.vaultdata import transit_domain, write_secret
@@ -58,8 +58,8 @@ def test_webhook_reads_never_wait_behind_the_operators_own_writes(
     before = webhook_failures(kubectl)
 
     apply(kubectl, *(finetune_job(n, ns, domain, **secrets, podMetadata=kwok_runtime(5)) for n in names))
-    wait_for(lambda: {j["metadata"]["name"] for j in get(kubectl, "job", "-n", ns)["items"]} >= set(names))
+    wait_for(lambda: all(of_job(kubectl, "jobs.batch", ns, n) for n in names))
 
     finalized = [n for n in names if get(kubectl, "ftj", n, "-n", ns)["metadata"].get("finalizers")]
-    assert finalized == names, "each job's Vault finalizer is an UPDATE the webhook reviewed"
+    assert finalized == names, "each job's finalizer is an UPDATE the webhook reviewed"
     assert webhook_failures(kubectl) == before, "the API server gave up on the webhook"

@@ -20,8 +20,8 @@ import yaml
 
 from tests.conftest import Kubectl
 from tests.support.cluster import REPO_ROOT, LocalCluster
-from tests.support.kube import apply, get, wait_for
-from tests.support.objects import data_domain, finetune_job, kwok_runtime
+from tests.support.kube import apply, get, wait_for, workload_of
+from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess
 from tests.support.tools import tool
 
@@ -209,7 +209,7 @@ def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
         team = team_namespace
         apply(
             kubectl,
-            data_domain(f"{team}-d", team),
+            *domain_with_claims(f"{team}-d", team),
             finetune_job("charted", team, f"{team}-d", podMetadata=kwok_runtime(60)),
         )
 
@@ -219,14 +219,15 @@ def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
             return status if conditions.get("Running") == "True" else None
 
         wait_for(running, timeout=120)
+        work = workload_of(kubectl, team, "charted")
         for kind, name in (
-            ("job", "charted"),
-            ("serviceaccount", "charted-trainer"),
-            ("networkpolicy", "charted-isolation"),
-            ("configmap", "charted-trainer-config"),
-            ("service", "charted"),
+            ("job", work.batch_job),
+            ("serviceaccount", work.service_account),
+            ("networkpolicy", work.network_policy),
+            ("configmap", work.config_map),
+            ("service", work.service),
         ):
-            get(kubectl, kind, name, "-n", team)
+            get(kubectl, kind, name, "-n", work.namespace)
 
         # The same token, outside the chart's grants: refused by the API server.
         as_operator = ["--kubeconfig", str(config)]
@@ -235,6 +236,19 @@ def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
             ("get", "secret", "sealtune-webhook-tls", "-n", team),
             ("delete", "node", "kwok-cpu-eu-west-1-0", "--dry-run=server"),
             ("delete", "pods", "--all", "-n", team, "--dry-run=server"),
+            # Nothing in a workload namespace beyond the job's own objects: no binding that would
+            # let a tenant in, no pod it could make to read the data.
+            (
+                "create",
+                "rolebinding",
+                "in",
+                "--clusterrole=edit",
+                "--user=x",
+                "-n",
+                work.namespace,
+                "--dry-run=server",
+            ),
+            ("create", "secret", "generic", "s", "-n", work.namespace, "--dry-run=server"),
             (
                 "create",
                 "clusterrolebinding",

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Kubectl
-from tests.support.kube import apply, get, pods_of, wait_condition, wait_for
-from tests.support.objects import confidential_placement, data_domain, finetune_job, kwok_runtime
+from tests.support.kube import apply, get, of_job, pods_of, wait_condition, wait_for, workload_of
+from tests.support.objects import confidential_placement, domain_with_claims, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -25,7 +25,7 @@ def test_restricted_domain_lands_only_on_confidential_nodes_and_waits_for_capaci
     domain = f"{ns}-cc"
     apply(
         kubectl,
-        data_domain(
+        *domain_with_claims(
             domain,
             ns,
             classification="restricted",
@@ -65,28 +65,33 @@ def test_two_workers_get_indexes_rendezvous_and_succeed(kubectl: Kubectl, team_n
     ns = team_namespace
     apply(
         kubectl,
-        data_domain(f"{ns}-d", ns),
+        *domain_with_claims(f"{ns}-d", ns),
         finetune_job("pair", ns, f"{ns}-d", resources={"workers": 2, "gpusPerWorker": 2}),
     )
     wait_condition(kubectl, ns, "pair", "Succeeded", timeout=120)
     pods = pods_of(kubectl, ns, "pair")
+    work = workload_of(kubectl, ns, "pair")
+    assert {p["metadata"]["namespace"] for p in pods} == {work.namespace}, (
+        "workers run in the domain's namespace"
+    )
     indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
     assert indexes == ["0", "1"]
     for pod in pods:
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-        assert env["MASTER_ADDR"] == f"pair-0.pair.{ns}.svc.cluster.local"
+        assert (
+            env["MASTER_ADDR"]
+            == f"{work.worker_hostname(0)}.{work.service}.{work.namespace}.svc.cluster.local"
+        )
         assert env["MASTER_PORT"] == "29500"
         assert env["WORLD_SIZE"] == "4"
         assert env["NPROC_PER_NODE"] == "2"
-        assert pod["spec"]["subdomain"] == "pair"
-        assert (
-            pod["spec"]["hostname"]
-            == f"pair-{pod['metadata']['annotations']['batch.kubernetes.io/job-completion-index']}"
-        )
-    service = get(kubectl, "service", "pair", "-n", ns)
+        assert pod["spec"]["subdomain"] == work.service
+        index = int(pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+        assert pod["spec"]["hostname"] == work.worker_hostname(index)
+    service = get(kubectl, "service", work.service, "-n", work.namespace)
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"] == {
-        "sealtune.dev/finetunejob": "pair",
+        "sealtune.dev/finetunejob-uid": get(kubectl, "ftj", "pair", "-n", ns)["metadata"]["uid"],
         "app.kubernetes.io/component": "worker",
     }
     ftj = get(kubectl, "ftj", "pair", "-n", ns)
@@ -105,14 +110,12 @@ def test_two_workers_get_indexes_rendezvous_and_succeed(kubectl: Kubectl, team_n
 
 def test_pods_meet_the_restricted_pod_security_standard(kubectl: Kubectl, team_namespace: str) -> None:
     ns = team_namespace
-    apply(kubectl, data_domain(f"{ns}-d", ns), finetune_job("secure", ns, f"{ns}-d"))
+    apply(kubectl, *domain_with_claims(f"{ns}-d", ns), finetune_job("secure", ns, f"{ns}-d"))
     wait_for(lambda: pods_of(kubectl, ns, "secure"), timeout=60)
     pod = pods_of(kubectl, ns, "secure")[0]
-    # The namespace enforces "restricted": the pod exists, so admission accepted it.
-    assert (
-        get(kubectl, "namespace", ns)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
-        == "restricted"
-    )
+    # The workload namespace enforces "restricted": the pod exists, so admission accepted it.
+    workload_namespace = get(kubectl, "namespace", pod["metadata"]["namespace"])
+    assert workload_namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     container = pod["spec"]["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["spec"]["automountServiceAccountToken"] is False
@@ -140,7 +143,7 @@ def test_webhook_refuses_policy_violations_naming_the_field(
     kubectl: Kubectl, team_namespace: str, change: dict[str, Any], field: str, words: str
 ) -> None:
     ns = team_namespace
-    apply(kubectl, data_domain(f"{ns}-d", ns, limits={"maxGPUsPerWorker": 8}))
+    apply(kubectl, *domain_with_claims(f"{ns}-d", ns, limits={"maxGPUsPerWorker": 8}))
     job = finetune_job("refused", change.get("namespace", ns), f"{ns}-d", **change.get("spec", {}))
     result = kubectl("apply", "-f", "-", input=json.dumps(job), check=False)
     assert result.returncode != 0
@@ -152,7 +155,7 @@ def test_reconcile_enforces_policy_without_the_webhook(
     kubectl: Kubectl, team_namespace: str, operator: OperatorProcess
 ) -> None:
     ns = team_namespace
-    apply(kubectl, data_domain(f"{ns}-d", ns, methods=["lora"]))
+    apply(kubectl, *domain_with_claims(f"{ns}-d", ns, methods=["lora"]))
     kubectl("delete", "validatingwebhookconfiguration", "validate.sealtune.dev")
     try:
         apply(kubectl, finetune_job("sneaky", ns, f"{ns}-d", method={"type": "full", "lora": None}))
@@ -161,8 +164,7 @@ def test_reconcile_enforces_policy_without_the_webhook(
         assert get(kubectl, "ftj", "sneaky", "-n", ns)["status"]["phase"] == "Blocked"
         time.sleep(2)
         for kind in CHILD_KINDS:
-            items = get(kubectl, kind, "-n", ns, "-l", "sealtune.dev/finetunejob=sneaky")["items"]
-            assert items == [], f"{kind} created for a refused job"
+            assert of_job(kubectl, kind, ns, "sneaky") == [], f"{kind} created for a refused job"
     finally:
         operator.restart()  # registers the webhook again for the tests that follow
 
@@ -178,11 +180,11 @@ def fingerprint(kind: str, item: dict[str, Any]) -> tuple[str, ...]:
 
 
 def children(kubectl: Kubectl, namespace: str, name: str) -> dict[str, list[tuple[str, ...]]]:
-    selector = f"sealtune.dev/finetunejob={name}"
+    selector = f"sealtune.dev/finetunejob={name},sealtune.dev/finetunejob-namespace={namespace}"
     return {
         kind: [
             fingerprint(kind, i)
-            for i in get(kubectl, kind, "-n", namespace, "-l", selector, "--show-managed-fields")["items"]
+            for i in get(kubectl, kind, "-A", "-l", selector, "--show-managed-fields")["items"]
         ]
         for kind in CHILD_KINDS
     }
@@ -195,7 +197,7 @@ def test_restarts_and_reapplies_create_no_duplicates_and_change_nothing(
     manifest = finetune_job(
         "steady", ns, f"{ns}-d", resources={"workers": 2, "gpusPerWorker": 1}, podMetadata=kwok_runtime(300)
     )
-    apply(kubectl, data_domain(f"{ns}-d", ns), manifest)
+    apply(kubectl, *domain_with_claims(f"{ns}-d", ns), manifest)
     wait_condition(kubectl, ns, "steady", "Running", timeout=60)
     before = children(kubectl, ns, "steady")
     assert all(len(items) == 1 for items in before.values()), before
@@ -212,9 +214,10 @@ def test_restarts_and_reapplies_create_no_duplicates_and_change_nothing(
 def test_suspend_and_resume(kubectl: Kubectl, team_namespace: str) -> None:
     ns = team_namespace
     job = finetune_job("paused", ns, f"{ns}-d", scheduling={"suspend": True})
-    apply(kubectl, data_domain(f"{ns}-d", ns), job)
+    apply(kubectl, *domain_with_claims(f"{ns}-d", ns), job)
     wait_condition(kubectl, ns, "paused", "Suspended", reason="SuspendedByUser")
-    assert get(kubectl, "job", "paused", "-n", ns)["spec"]["suspend"] is True
+    work = workload_of(kubectl, ns, "paused")
+    assert get(kubectl, "job", work.batch_job, "-n", work.namespace)["spec"]["suspend"] is True
     assert pods_of(kubectl, ns, "paused") == []
     kubectl(
         "patch", "ftj", "paused", "-n", ns, "--type=merge", "-p", '{"spec":{"scheduling":{"suspend":false}}}'
@@ -232,8 +235,9 @@ def test_failed_job_reports_the_reason_and_ttl_deletes_it(kubectl: Kubectl, team
         scheduling={"activeDeadlineSeconds": 60, "backoffLimit": 0, "ttlSecondsAfterFinished": 5},
     )
     job["spec"]["podMetadata"] = kwok_runtime(600)  # longer than the deadline
-    apply(kubectl, data_domain(f"{ns}-d", ns), job)
+    apply(kubectl, *domain_with_claims(f"{ns}-d", ns), job)
     failed = wait_condition(kubectl, ns, "doomed", "Failed", reason="DeadlineExceeded", timeout=120)
     assert failed["status"] == "True"
     wait_for(lambda: kubectl("get", "ftj", "doomed", "-n", ns, check=False).returncode != 0, timeout=60)
-    wait_for(lambda: not get(kubectl, "jobs", "-n", ns, "-l", "sealtune.dev/finetunejob=doomed")["items"], 60)
+    for kind in CHILD_KINDS:  # the finalizer took its workload, in another namespace, with it
+        wait_for(lambda kind=kind: not of_job(kubectl, kind, ns, "doomed"), 60)

@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import Kubectl
 from tests.support.cluster import REPO_ROOT, LocalCluster
-from tests.support.kube import apply, wait_for
-from tests.support.objects import bound_claims, data_domain, finetune_job
+from tests.support.kube import apply, of_job, wait_for
+from tests.support.objects import domain_with_claims, finetune_job
 from tests.support.operator import OperatorProcess
 
 PEERING_CRD = str(REPO_ROOT / "hack" / "manifests" / "kopf-peering.yaml")
@@ -58,15 +58,14 @@ def replicas(
 
 
 def job_uids(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
-    items = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
-    return [j["metadata"]["uid"] for j in items if j["metadata"]["name"] == name]
+    return [j["metadata"]["uid"] for j in of_job(kubectl, "jobs.batch", namespace, name)]
 
 
 def test_killing_the_active_replica_hands_over_without_duplicates(
     kubectl: Kubectl, namespace: str, replicas: list[OperatorProcess]
 ) -> None:
     active, standby = replicas
-    apply(kubectl, data_domain(f"{namespace}-d", namespace), *bound_claims(namespace))
+    apply(kubectl, *domain_with_claims(f"{namespace}-d", namespace))
     apply(kubectl, finetune_job("first", namespace, f"{namespace}-d"))
     (first,) = wait_for(lambda: job_uids(kubectl, namespace, "first"), timeout=60)
     peers = json.loads(kubectl("get", "clusterkopfpeering", "sealtune-ha-test", "-o", "json").stdout)[

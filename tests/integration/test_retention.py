@@ -19,7 +19,7 @@ import pytest
 from sealtune import receipts, signing
 from tests.conftest import Kubectl
 from tests.support.artifacts import artifact_manifest, job_manifest, write_model
-from tests.support.kube import apply, get, wait_condition, wait_for
+from tests.support.kube import apply, get, wait_condition, wait_for, workload_of
 from tests.support.objects import finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess
 from tests.support.vaultdata import transit_domain
@@ -77,7 +77,10 @@ def test_deadlines_passed_while_the_operator_was_down_are_met_on_its_return_and_
     due = max(finished_at(kubectl, ns, n) for n in JOBS) + timedelta(seconds=COPIES_SECONDS + 5)
     while datetime.now(UTC) < due:
         time.sleep(1)
-    assert all(exists(kubectl, "job", n, "-n", ns) for n in JOBS), "deleted while the operator was down"
+    works = {n: workload_of(kubectl, ns, n) for n in JOBS}
+    assert all(exists(kubectl, "job", w.batch_job, "-n", w.namespace) for w in works.values()), (
+        "deleted while the operator was down"
+    )
 
     restarted = time.monotonic()
     operator.start()
@@ -90,14 +93,14 @@ def test_deadlines_passed_while_the_operator_was_down_are_met_on_its_return_and_
     assert caught_up < 60
     pem = public_key(kubectl)
     for name in JOBS:
-        status = status_of(kubectl, ns, name)
-        assert not exists(kubectl, "job", name, "-n", ns)
-        assert not exists(kubectl, "configmap", f"{name}-trainer-config", "-n", ns)
+        status, work = status_of(kubectl, ns, name), works[name]
+        assert not exists(kubectl, "job", work.batch_job, "-n", work.namespace)
+        assert not exists(kubectl, "configmap", work.config_map, "-n", work.namespace)
         kinds = {(r["kind"], r["name"]) for r in status["deletionReceipts"]}
         role = status["vault"]["role"]
         assert {
-            ("Job", name),
-            ("ConfigMap", f"{name}-trainer-config"),
+            ("Job", work.batch_job),
+            ("ConfigMap", work.config_map),
             ("VaultRole", role),
             ("VaultPolicy", role),
         } <= kinds
@@ -120,7 +123,10 @@ def test_deadlines_passed_while_the_operator_was_down_are_met_on_its_return_and_
     assert result.returncode == 0, result.stdout + result.stderr
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
     deleted = {(e["subject"]["kind"], e["subject"]["name"]) for e in entries if e["event"] == "Deletion"}
-    assert ("Job", "first") in deleted and ("ConfigMap", "third-trainer-config") in deleted
+    assert ("Job", works["first"].batch_job) in deleted and (
+        "ConfigMap",
+        works["third"].config_map,
+    ) in deleted
     assert {"PolicyDecision", "VaultRoleCreated", "VaultRoleRevoked", "Placement"} <= {
         e["event"] for e in entries
     }

@@ -23,8 +23,8 @@ from sealtune_trainer import sealing
 from tests.conftest import Kubectl
 from tests.support import vaultdata
 from tests.support.cluster import LocalCluster, hack_cluster
-from tests.support.kube import apply, get, wait_condition, wait_for
-from tests.support.objects import data_domain, finetune_job, kwok_runtime
+from tests.support.kube import apply, get, of_job, wait_condition, wait_for, workload_of
+from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess, with_vault
 from tests.support.scan import find_secrets
 
@@ -58,17 +58,15 @@ def vault_domain(vault: hvac.Client, kubectl: Kubectl, team_namespace: str) -> d
     vault.secrets.transit.create_key(key, key_type="aes256-gcm96")
     data_key = vault.secrets.transit.generate_data_key(key, key_type="plaintext", bits=256)["data"]
     SECRET_VALUES.append(data_key["plaintext"])
-    domain = data_domain(
-        f"{namespace}-v",
-        namespace,
-        encryption={
-            "type": "vaultTransit",
-            "vaultTransit": {"keyName": key, "wrappedDataKey": data_key["ciphertext"]},
-        },
-        retention={"checkpoints": "0s"},
+    name = f"{namespace}-v"
+    encryption = {
+        "type": "vaultTransit",
+        "vaultTransit": {"keyName": key, "wrappedDataKey": data_key["ciphertext"]},
+    }
+    apply(
+        kubectl, *domain_with_claims(name, namespace, encryption=encryption, retention={"checkpoints": "0s"})
     )
-    apply(kubectl, domain)
-    return {"name": domain["metadata"]["name"], "plaintext": data_key["plaintext"], "key": key}
+    return {"name": name, "plaintext": data_key["plaintext"], "key": key}
 
 
 def write_secret(vault: hvac.Client, namespace: str, name: str) -> tuple[str, str]:
@@ -86,10 +84,19 @@ def vault_status(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
 
 
 def pod_token(kubectl: Kubectl, ns: str, job: str) -> str:
-    """A token like the one the kubelet projects into the job's pods: its ServiceAccount, the
-    audience vault."""
+    """A token like the one the kubelet projects into the job's pods: its ServiceAccount (in its
+    domain's workload namespace), the audience vault. Only a cluster admin can mint it."""
+    work = workload_of(kubectl, ns, job)
     return kubectl(  # type: ignore[no-any-return]
-        "create", "token", f"{job}-trainer", "-n", ns, "--audience", "vault", "--duration", "10m"
+        "create",
+        "token",
+        work.service_account,
+        "-n",
+        work.namespace,
+        "--audience",
+        "vault",
+        "--duration",
+        "10m",
     ).stdout.strip()
 
 
@@ -98,7 +105,10 @@ def run_init_container(
 ) -> subprocess.CompletedProcess[str]:
     """The init container's entry point with the instructions from the job's ConfigMap; only
     the token path and the output directory point into ``tmp``."""
-    config = json.loads(get(kubectl, "configmap", f"{job}-trainer-config", "-n", ns)["data"]["vault.json"])
+    work = workload_of(kubectl, ns, job)
+    config = json.loads(
+        get(kubectl, "configmap", work.config_map, "-n", work.namespace)["data"]["vault.json"]
+    )
     (tmp / "token").write_text(pod_token(kubectl, ns, job))
     (tmp / "secrets").mkdir()
     config |= {"tokenPath": str(tmp / "token"), "secretsDir": str(tmp / "secrets"), "retrySeconds": 0}
@@ -210,14 +220,15 @@ def test_each_job_reads_only_its_declared_paths_then_everything_is_revoked_and_s
 
 
 def _jobs(kubectl: Kubectl, ns: str) -> int:
-    return len(get(kubectl, "jobs.batch", "-n", ns)["items"])
+    """The batch Jobs of the team's FineTuneJobs, in their domains' workload namespaces."""
+    return len(get(kubectl, "jobs.batch", "-A", "-l", f"sealtune.dev/finetunejob-namespace={ns}")["items"])
 
 
 def test_a_missing_secret_path_is_named_and_holds_the_job_until_it_exists(
     vault_operator: OperatorProcess, vault: hvac.Client, kubectl: Kubectl, team_namespace: str
 ) -> None:
     ns = team_namespace
-    apply(kubectl, data_domain(f"{ns}-d", ns))
+    apply(kubectl, *domain_with_claims(f"{ns}-d", ns))
     path = f"secret/data/{ns}/later"
     apply(kubectl, finetune_job("waits", ns, f"{ns}-d", **declared(path, "later")))
     missing = wait_condition(
@@ -235,12 +246,11 @@ def test_a_job_that_needs_no_vault_makes_nothing_there(
     vault_operator: OperatorProcess, kubectl: Kubectl, team_namespace: str
 ) -> None:
     ns = team_namespace
-    apply(kubectl, data_domain(f"{ns}-d", ns), finetune_job("plain", ns, f"{ns}-d"))
+    apply(kubectl, *domain_with_claims(f"{ns}-d", ns), finetune_job("plain", ns, f"{ns}-d"))
     ready = wait_condition(kubectl, ns, "plain", "SecretsReady", reason="NotNeeded", timeout=60)
     assert ready["status"] == "True"
     ftj = get(kubectl, "ftj", "plain", "-n", ns)
     assert "vault" not in ftj["status"]
-    assert "sealtune.dev/vault-cleanup" not in (ftj["metadata"].get("finalizers") or [])
 
 
 OUTAGE_SECONDS = 60
@@ -254,7 +264,7 @@ def hold_through_outage(kubectl: Kubectl, ns: str, job: dict[str, Any], reason: 
     name = job["metadata"]["name"]
     waiting = wait_condition(kubectl, ns, name, "SecretsReady", "False", reason=reason, timeout=45)
     while time.monotonic() - started < OUTAGE_SECONDS:
-        assert not kubectl("get", "job", name, "-n", ns, check=False).stdout, "a Job was made without Vault"
+        assert not of_job(kubectl, "jobs.batch", ns, name), "a Job was made without Vault"
         time.sleep(2)
     assert get(kubectl, "ftj", name, "-n", ns)["status"]["phase"] == "Pending"
     return waiting
@@ -283,7 +293,7 @@ def test_vault_stopped_or_sealed_for_a_minute_holds_new_jobs_which_start_when_it
     finally:
         hack_cluster("start", "openbao")
     wait_condition(kubectl, ns, "stopped", "SecretsReady", reason="VaultRoleReady", timeout=60)
-    wait_for(lambda: kubectl("get", "job", "stopped", "-n", ns, check=False).returncode == 0, 30)
+    wait_for(lambda: of_job(kubectl, "jobs.batch", ns, "stopped"), 30)
 
     vault.sys.seal()
     try:
@@ -295,7 +305,7 @@ def test_vault_stopped_or_sealed_for_a_minute_holds_new_jobs_which_start_when_it
         unseal_key = json.loads((cluster.state / "openbao" / "init.json").read_text())["unseal_keys_b64"][0]
         vault.sys.submit_unseal_key(unseal_key)
     wait_condition(kubectl, ns, "sealed", "SecretsReady", reason="VaultRoleReady", timeout=60)
-    wait_for(lambda: kubectl("get", "job", "sealed", "-n", ns, check=False).returncode == 0, 30)
+    wait_for(lambda: of_job(kubectl, "jobs.batch", ns, "sealed"), 30)
 
     # Nothing lost: the job made before the outages kept its Vault objects and key.
     assert vault_status(kubectl, ns, "before") == before

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sealtune.names import Workload, workload_namespace
 from tests.conftest import Kubectl
 
 
@@ -55,5 +56,20 @@ def wait_condition(
     return wait_for(met, timeout)  # type: ignore[no-any-return]
 
 
+def of_job(kubectl: Kubectl, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The objects of ``kind`` that FineTuneJob namespace/name's workload has, wherever they are
+    (its domain's workload namespace)."""
+    selector = f"sealtune.dev/finetunejob={name},sealtune.dev/finetunejob-namespace={namespace}"
+    return get(kubectl, kind, "-A", "-l", selector)["items"]  # type: ignore[no-any-return]
+
+
 def pods_of(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
-    return get(kubectl, "pods", "-n", namespace, "-l", f"sealtune.dev/finetunejob={name}")["items"]  # type: ignore[no-any-return]
+    return of_job(kubectl, "pods", namespace, name)
+
+
+def workload_of(kubectl: Kubectl, namespace: str, name: str) -> Workload:
+    """Where FineTuneJob namespace/name's workload lives and what its children are called."""
+    job = get(kubectl, "ftj", name, "-n", namespace)
+    domain = get(kubectl, "dd", job["spec"]["domainRef"]["name"])
+    where = workload_namespace(domain["metadata"]["name"], domain["spec"].get("workloadNamespace"))
+    return Workload.of(name, job["metadata"]["uid"], namespace, where)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from sealtune.names import LABEL_WORKLOAD_OF, workload_label_value, workload_namespace
+
 DIGEST = "sha256:" + "ab" * 32
 
 
@@ -125,6 +127,32 @@ def bound_claims(
             }
         )
     return objects
+
+
+def workload_namespace_object(domain: str) -> dict[str, Any]:
+    """The domain's workload namespace as a cluster admin (or a GitOps pipeline) makes it ahead of
+    the operator, to provision the domain's claims there: labelled as the domain's."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": workload_namespace(domain),
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                LABEL_WORKLOAD_OF: workload_label_value(domain),
+            },
+        },
+    }
+
+
+def domain_with_claims(name: str, namespace: str, **spec: Any) -> list[dict[str, Any]]:
+    """A domain that admits ``namespace`` (see data_domain), its workload namespace and the bound
+    claims "data", "models" and "outputs" there, where its jobs mount them."""
+    return [
+        workload_namespace_object(name),
+        *bound_claims(workload_namespace(name)),
+        data_domain(name, namespace, **spec),
+    ]
 
 
 def kwok_runtime(seconds: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.conftest import Kubectl
 from tests.support.kube import apply
-from tests.support.objects import data_domain
+from tests.support.objects import domain_with_claims
 
 
 def transit_domain(vault: Any, kubectl: Kubectl, namespace: str, **retention: str) -> str:
@@ -16,14 +16,10 @@ def transit_domain(vault: Any, kubectl: Kubectl, namespace: str, **retention: st
     key = f"domain-{namespace}"
     vault.secrets.transit.create_key(key, key_type="aes256-gcm96")
     wrapped = vault.secrets.transit.generate_data_key(key, key_type="wrapped", bits=256)["data"]["ciphertext"]
-    domain = data_domain(
-        f"{namespace}-r",
-        namespace,
-        encryption={"type": "vaultTransit", "vaultTransit": {"keyName": key, "wrappedDataKey": wrapped}},
-        retention=retention,
-    )
-    apply(kubectl, domain)
-    return str(domain["metadata"]["name"])
+    name = f"{namespace}-r"
+    encryption = {"type": "vaultTransit", "vaultTransit": {"keyName": key, "wrappedDataKey": wrapped}}
+    apply(kubectl, *domain_with_claims(name, namespace, encryption=encryption, retention=retention))
+    return name
 
 
 def write_secret(vault: Any, namespace: str, name: str) -> tuple[str, str]:

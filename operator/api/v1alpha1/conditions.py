@@ -188,7 +188,7 @@ class DomainConditionType(StrEnum):
     """Condition types of a DataDomain."""
 
     READY = "Ready"
-    """True when what the domain refers to exists: its RuntimeClass, its Vault transit key."""
+    """True when the domain's jobs can run: its workload namespace is sealtune's, made for it."""
 
 
 class DomainReadyReason(StrEnum):
@@ -202,6 +202,9 @@ class DomainReadyReason(StrEnum):
     """Reason for Ready=False when spec.encryption.vaultTransit.keyName does not exist in Vault."""
     VAULT_UNAVAILABLE = "VaultUnavailable"
     """Reason for Ready=Unknown when Vault cannot be reached to check the key."""
+    WORKLOAD_NAMESPACE_CONFLICT = "WorkloadNamespaceConflict"
+    """Reason for Ready=False when the domain's workload namespace exists but sealtune did not
+    make it for this domain: no job of the domain runs until that is resolved."""
 
 
 class ArtifactConditionType(StrEnum):

@@ -368,6 +368,9 @@ class DataDomainStatus(KubeModel):
 
     conditions: list[Condition] = conditions_field("Types: Ready.")
 
+    workload_namespace: DNSLabel | None = None
+    """The namespace the domain's jobs run in. Optional."""
+
     jobs_using: int | None = Field(None, ge=0)
     """Number of FineTuneJobs that reference the domain and have not finished. Optional."""
 
@@ -391,6 +394,9 @@ class DataDomain(KubeResource):
                 ".spec.placement.requireConfidentialCompute",
                 "boolean",
                 "Whether jobs must run on confidential-computing nodes.",
+            ),
+            PrinterColumn(
+                "Workload-Namespace", ".status.workloadNamespace", "string", "Where the domain's jobs run."
             ),
             PrinterColumn("Jobs", ".status.jobsUsing", "integer", "Unfinished jobs using the domain."),
             PrinterColumn("Phase", ".status.phase", "string", "Summary of the conditions.", priority=1),
