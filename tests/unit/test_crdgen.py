@@ -190,7 +190,7 @@ def test_printer_columns_and_short_names() -> None:
         return [c.name for c in kind.KIND.printer_columns if c.priority == 0]
 
     assert columns(FineTuneJob) == ["Phase", "Domain", "Method", "Progress%", "Age"]
-    assert columns(DataDomain) == ["Classification", "Confidential", "Jobs", "Age"]
+    assert columns(DataDomain) == ["Classification", "Confidential", "Workload-Namespace", "Jobs", "Age"]
     assert columns(ModelArtifact) == ["Stage", "Verified", "Age"]
     assert DataDomain.KIND.scope == "Cluster"
     assert [k.KIND.short_names for k in KINDS] == [("dd",), ("ftj",), ("ma",)]
