@@ -27,14 +27,18 @@ async def ensure(kube: KubeClient, domain: DataDomain) -> bool:
     """Makes the domain's workload namespace and what guards it; False when the namespace
     exists and is not the domain's (nothing is then made or changed)."""
     name, domain_name = domain_namespace(domain), domain.metadata["name"]
+    namespace = workload_namespace(domain_name, name)
     try:
-        await kube.create(workload_namespace(domain_name, name))
+        await kube.create(namespace)
     except Conflict as error:
         if error.reason != "AlreadyExists":
             raise
         found = await kube.get("Namespace", name)
         if not is_domains(((found or {}).get("metadata") or {}).get("labels") or {}, domain):
             return False
+        # Made ahead of the operator by a cluster admin (to provision the domain's claims): its
+        # Pod Security labels are the operator's to hold.
+        await kube.apply(namespace)
     for obj in (baseline_network_policy(name), *workload_bindings(domain_name, name)):
         await kube.create_or_apply(obj)
     return True

@@ -25,7 +25,7 @@ from sealtune.names import LABEL_WORKLOAD_OF
 from tests.support.cluster import REPO_ROOT, LocalCluster, ensure_cluster, hack_cluster
 from tests.support.operator import OperatorProcess, with_vault
 
-TIERS = ("unit", "integration", "e2e", "trainer", "slow")
+TIERS = ("unit", "integration", "security", "e2e", "trainer", "slow")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

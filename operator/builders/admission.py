@@ -14,7 +14,8 @@ ServiceAccount of the namespace, exec into pods and mint tokens):
   every pod the operator's design.
 - ``sealtune-workload-access`` (existing workloads): no exec, attach, port-forward or ephemeral
   containers; ServiceAccount tokens only for kubelets (the pods' projected volumes); no pod spec
-  changes (no image swaps); Job spec changes only by the operator's writers. It takes no
+  changes (no image swaps); Job spec changes and new or changed NetworkPolicies only by the
+  operator's writers. It takes no
   DataDomain, so it holds after the domain is gone and never blocks cleanup.
 
 Pod Security "restricted" (enforced by the namespace's labels) covers the rest of the pod:
@@ -264,6 +265,7 @@ def access_policy(writers: Iterable[str]) -> Manifest:
             _rule("", ["UPDATE"], ["pods", "pods/ephemeralcontainers"]),
             _rule("", ["CREATE"], ["serviceaccounts/token"]),
             _rule("batch", ["UPDATE"], ["jobs"]),
+            _rule("networking.k8s.io", ["CREATE", "UPDATE"], ["networkpolicies"]),
         ],
         [
             _validation(
@@ -303,6 +305,18 @@ def access_policy(writers: Iterable[str]) -> Manifest:
                 "request.userInfo.username + ' may not change the spec of Jobs in workload "
                 "namespace ' + request.namespace + '; only the sealtune operator does. Change the "
                 "FineTuneJob in your team namespace instead.'",
+                dynamic=True,
+            ),
+            _validation(
+                "network-writer",
+                p,
+                # NetworkPolicies add up: one more anywhere in the namespace could open a path.
+                # Deleting one only narrows (the namespace's default-deny stays), so it is left
+                # to RBAC and the namespace controller.
+                f"request.resource.resource != 'networkpolicies' || {_writers(writers)}",
+                "request.userInfo.username + ' may not write NetworkPolicies in workload "
+                "namespace ' + request.namespace + '; only the sealtune operator does. Ask the "
+                "domain admin to change the DataDomain spec.network instead.'",
                 dynamic=True,
             ),
         ],

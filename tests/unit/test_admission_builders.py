@@ -63,6 +63,8 @@ def test_what_each_policy_matches() -> None:
         ("", "pods/ephemeralcontainers", "UPDATE"),
         ("", "serviceaccounts/token", "CREATE"),
         ("batch", "jobs", "UPDATE"),
+        ("networking.k8s.io", "networkpolicies", "CREATE"),
+        ("networking.k8s.io", "networkpolicies", "UPDATE"),
     }
     # New pods and Jobs need the domain; what is done to existing ones must not (a missing
     # parameter denies, and the cleanup of a deleted domain's pods updates them).
