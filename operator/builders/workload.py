@@ -261,7 +261,7 @@ def indexed_job(
                     for container, codes in PERMANENT_EXIT_CODES.items()
                     if container in containers
                 ),
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]
         },
         "template": {

@@ -24,6 +24,7 @@ import pytest
 from sealtune.api.v1alpha1 import DataDomain, FineTuneJob
 from sealtune.builders import admission
 from sealtune.builders.identity import service_account
+from sealtune.builders.meta import workload_of
 from sealtune.builders.workload import indexed_job
 from sealtune.settings import Settings
 from tests.conftest import Kubectl
@@ -104,7 +105,7 @@ def workload(kubectl: Kubectl, crds_installed: None) -> Iterator[Workload]:
     bindings = renamed(admission.workload_bindings(domain, namespace), suffix)
     names = tuple(p["metadata"]["name"] for p in policies)
     try:
-        apply(kubectl, data_domain(domain, f"team-{suffix}"))
+        apply(kubectl, data_domain(domain, f"team-{suffix}", workloadNamespace=namespace))
         apply(kubectl, admission.workload_namespace(domain, namespace))
         apply(kubectl, admission.baseline_network_policy(namespace), *policies, *bindings)
         # The careless admin: `edit` for a tenant in the workload namespace.
@@ -194,15 +195,14 @@ def test_the_operators_job_is_admitted_and_the_job_controller_makes_its_pods(
     body = finetune_job("tune", workload.namespace, workload.domain)
     body["metadata"]["uid"] = str(uuid.uuid4())
     ftj = FineTuneJob.model_validate(body)
-    domain = DataDomain.model_validate(data_domain(workload.domain, "any"))  # as applied
-    children = [service_account(ftj), indexed_job(ftj, domain, Settings())]
-    for child in children:
-        # No FineTuneJob exists here to own them (the garbage collector would delete them).
-        child["metadata"].pop("ownerReferences", None)
-    apply(kubectl, *children)  # as the operator's identity
+    domain = DataDomain.model_validate(
+        data_domain(workload.domain, "any", workloadNamespace=workload.namespace)
+    )
+    apply(kubectl, service_account(ftj, domain), indexed_job(ftj, domain, Settings()))  # as the operator
+    job = workload_of(ftj, domain).batch_job
 
     def pods() -> list[dict[str, Any]]:
-        selector = "batch.kubernetes.io/job-name=tune"
+        selector = f"batch.kubernetes.io/job-name={job}"
         return get(kubectl, "pods", "-n", workload.namespace, "-l", selector)["items"]  # type: ignore[no-any-return]
 
     made = wait_for(pods, timeout=60)
@@ -210,11 +210,11 @@ def test_the_operators_job_is_admitted_and_the_job_controller_makes_its_pods(
 
     # The tenant may not change the Job's spec, but metadata stays RBAC's business.
     patch = kubectl(
-        *workload.as_tenant(), "patch", "job", "tune", "-n", workload.namespace,
+        *workload.as_tenant(), "patch", "job", job, "-n", workload.namespace,
         "--type=merge", "-p", json.dumps({"spec": {"parallelism": 0}}), check=False,
     )  # fmt: skip
     refused(patch, "sealtune-workload-access/job-writer")
-    kubectl(*workload.as_tenant(), "label", "job", "tune", "-n", workload.namespace, "seen=yes")
+    kubectl(*workload.as_tenant(), "label", "job", job, "-n", workload.namespace, "seen=yes")
     # Nor a pod's.
     pod = made[0]["metadata"]["name"]
     swap = kubectl(
