@@ -536,9 +536,8 @@ class Controller:
         """Makes the domain's workload namespace once, with its default-deny policy and the
         bindings of the admission policies that guard it. A namespace someone else made in the
         meantime is never taken over: the job waits, and its next reconcile refuses it."""
-        assert self.snapshot is not None
         name = domain_namespace(domain)
-        if name in self._namespaces_made or self.snapshot.namespaces().get(name) is not None:
+        if name in self._namespaces_made:
             return
         if not await workspaces.ensure(self.kube, domain):
             # Made by someone else since the check: the next reconcile refuses the job.

@@ -56,6 +56,7 @@ DOMAIN_POLICIES = (POD_POLICY, JOB_POLICY)
 BASELINE_NETWORK_POLICY = "sealtune-default-deny"
 PARAM_KIND = {"apiVersion": API_VERSION, "kind": "DataDomain"}
 NODES_GROUP = "system:nodes"
+MASTERS_GROUP = "system:masters"
 POD_SECURITY_LABELS = {
     f"pod-security.kubernetes.io/{mode}{suffix}": value
     for mode in ("enforce", "audit", "warn")
@@ -280,11 +281,12 @@ def access_policy(writers: Iterable[str]) -> Manifest:
             _validation(
                 "token-for-kubelets",
                 p,
-                "variables.subresource != 'token' || "
-                f"{cel_string(NODES_GROUP)} in request.userInfo.?groups.orValue([])",
+                # Cluster admins (system:masters) are trusted, and could unbind the policy anyway.
+                "variables.subresource != 'token' || request.userInfo.?groups.orValue([]).exists(g, "
+                f"g in [{cel_string(NODES_GROUP)}, {cel_string(MASTERS_GROUP)}])",
                 "request.userInfo.username + ' may not request tokens of ServiceAccounts in "
                 "workload namespace ' + request.namespace + '; only kubelets do, for the projected "
-                "volumes of its pods.'",
+                "volumes of its pods (and cluster admins).'",
                 dynamic=True,
             ),
             _validation(

@@ -19,37 +19,11 @@ import pytest
 import yaml
 
 from tests.conftest import Kubectl
-from tests.support.cluster import REPO_ROOT, LocalCluster
+from tests.support.cluster import LocalCluster
 from tests.support.kube import apply, get, wait_for, workload_of
 from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess
-from tests.support.tools import tool
-
-CHART = REPO_ROOT / "charts" / "sealtune"
-KUBE_VERSION = re.search(
-    r"^KUBE_VERSION=(\S+)", (REPO_ROOT / "hack/lib/versions.sh").read_text(), re.MULTILINE
-)[1]  # type: ignore[index]
-
-
-def run(*args: str, input: str | None = None, timeout: float = 300) -> str:
-    result = subprocess.run(args, capture_output=True, text=True, input=input, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{' '.join(args[:3])} failed:\n{result.stdout}{result.stderr}"
-    return result.stdout
-
-
-def render(*args: str) -> list[dict[str, Any]]:
-    out = run(
-        tool("helm"),
-        "template",
-        "t",
-        str(CHART),
-        "-n",
-        "sealtune-system",
-        "--kube-version",
-        KUBE_VERSION,
-        *args,
-    )
-    return [d for d in yaml.safe_load_all(out) if d]
+from tests.support.tools import CHART, render, run, tool
 
 
 def free_port() -> int:

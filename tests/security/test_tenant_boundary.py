@@ -11,7 +11,6 @@ where the pods run). See docs/threat-model.md for the promise each test proves."
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,13 +24,12 @@ from sealtune.builders.vault import object_name
 from sealtune.names import Workload
 from tests.conftest import Kubectl
 from tests.support import vaultdata
-from tests.support.cluster import REPO_ROOT, LocalCluster, hack_cluster
-from tests.support.kube import apply, get, of_job, wait_condition, wait_for, workload_of
+from tests.support.cluster import LocalCluster, hack_cluster
+from tests.support.kube import apply, get, of_job, pods_of, wait_condition, wait_for, workload_of
 from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess, with_vault
-from tests.support.tools import tool
+from tests.support.tools import render
 
-CHART = REPO_ROOT / "charts" / "sealtune"
 TENANT = "alice@team-a.example"
 Tenant = Callable[..., Any]
 
@@ -40,14 +38,9 @@ Tenant = Callable[..., Any]
 def tenant_roles(kubectl: Kubectl) -> None:
     """The chart's tenant roles, aggregated into the built-in view, edit and admin, as a helm
     install makes them."""
-    rendered = subprocess.run(
-        [tool("helm"), "template", "sealtune", str(CHART), "--show-only", "templates/tenant-roles.yaml"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    assert "sealtune-tenant" in kubectl("apply", "-f", "-", input=rendered).stdout
+    roles = render("--show-only", "templates/tenant-roles.yaml")
+    assert {r["kind"] for r in roles} == {"ClusterRole"}
+    apply(kubectl, *roles)
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +173,9 @@ def test_another_teams_vault_path_is_refused_at_apply_and_at_reconcile(
     wait_condition(kubectl, ours, "honest", "Succeeded", timeout=120)
 
 
-def attempts(tenant: Tenant, work: Workload) -> list[tuple[str, Any]]:
-    """Every way `edit` gives a tenant to act as a job's ServiceAccount, aimed at the workload."""
+def attempts(tenant: Tenant, work: Workload, worker: str) -> list[tuple[str, Any]]:
+    """Every way `edit` gives a tenant to act as a job's ServiceAccount, aimed at the workload
+    (``worker`` names one of its pods)."""
     ns, sa = work.namespace, work.service_account
     # Pod Security "restricted" would refuse anything else before the policies are asked.
     pod = {
@@ -200,7 +194,7 @@ def attempts(tenant: Tenant, work: Workload) -> list[tuple[str, Any]]:
         ("token request", tenant("create", "token", sa, "-n", ns, "--audience", "vault", check=False)),
         ("own pod", tenant_apply(tenant, pod)),
         ("own batch Job", tenant_apply(tenant, job)),
-        ("exec", tenant("exec", "-n", ns, f"{work.batch_job}-0", "--", "true", check=False)),
+        ("exec", tenant("exec", "-n", ns, worker, "--", "true", check=False)),
         ("read the data claim", tenant("get", "pvc", "data", "-n", ns, check=False)),
     ]
 
@@ -240,7 +234,9 @@ def test_a_tenant_gets_no_vault_token_for_a_jobs_role_running_suspended_or_queue
     for name in jobs:
         work = workload_of(kubectl, ours, name)
         assert work.namespace != ours, "the workload lives outside the team's namespace"
-        for what, result in attempts(tenant, work):
+        workers = pods_of(kubectl, ours, name)
+        worker = workers[0]["metadata"]["name"] if workers else f"{work.batch_job}-0-none"
+        for what, result in attempts(tenant, work, worker):
             refused(result, "forbidden", what=f"{name}: {what}")
         # The same names in the team's own namespace get the tenant nothing: a ServiceAccount of
         # the job's name there, and a token for it (edit allows both), is not the job's.
@@ -283,7 +279,7 @@ def test_a_careless_edit_binding_in_the_workload_namespace_still_gets_a_tenant_n
 
         def tried() -> dict[str, Any]:
             return {
-                **dict(attempts(tenant, work)),
+                **dict(attempts(tenant, work, pods_of(kubectl, ours, "guarded")[0]["metadata"]["name"])),
                 "allow-all NetworkPolicy": tenant_apply(tenant, allow_all(work)),
             }
 
@@ -376,9 +372,14 @@ def test_a_tenant_cannot_reach_the_jobs_data_outputs_or_network(
     assert "kwok-cpu-eu-west-1-0" not in status.get("placement", {}).get("nodes", []), status
     policy = get(kubectl, "networkpolicy", work.network_policy, "-n", work.namespace)["spec"]
     peers = [p for rule in policy["ingress"] + policy["egress"] for p in rule.get("from", rule.get("to", []))]
-    for peer in peers:
-        if "podSelector" in peer:
-            assert "namespaceSelector" not in peer, "a pod selector reaching out of the workload namespace"
+    own = [
+        p for p in peers if "sealtune.dev/finetunejob-uid" in p.get("podSelector", {}).get("matchLabels", {})
+    ]
+    assert own, policy
+    for peer in own:
+        assert "namespaceSelector" not in peer, "the job's peers reached outside the workload namespace"
+    for peer in peers:  # and no other peer names the team's namespace
+        assert ours not in json.dumps(peer.get("namespaceSelector", {})), peer
 
 
 def test_a_status_naming_another_jobs_vault_objects_leaves_them_intact(

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
+from typing import Any
+
+import yaml
 
 from tests.support.cluster import REPO_ROOT
+
+CHART = REPO_ROOT / "charts" / "sealtune"
+KUBE_VERSION = re.search(
+    r"^KUBE_VERSION=(\S+)", (REPO_ROOT / "hack/lib/versions.sh").read_text(), re.MULTILINE
+)[1]  # type: ignore[index]
 
 
 @functools.cache
@@ -18,3 +27,25 @@ def tool(name: str) -> str:
         check=True,
         timeout=1800,
     ).stdout.strip()
+
+
+def run(*args: str, input: str | None = None, timeout: float = 300) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, input=input, timeout=timeout, check=False)
+    assert result.returncode == 0, f"{' '.join(args[:3])} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    """The chart as `helm template` renders it for the cluster's Kubernetes version."""
+    out = run(
+        tool("helm"),
+        "template",
+        "t",
+        str(CHART),
+        "-n",
+        "sealtune-system",
+        "--kube-version",
+        KUBE_VERSION,
+        *args,
+    )
+    return [d for d in yaml.safe_load_all(out) if d]
