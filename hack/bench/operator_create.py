@@ -51,9 +51,9 @@ sys.path.insert(0, str(REPO))
 from sealtune.adapters.kube import KubeClient, load_credentials, resource_path  # noqa: E402
 from sealtune.api.v1alpha1 import DataDomain, FineTuneJob  # noqa: E402
 from sealtune.builders import desired_children  # noqa: E402
-from sealtune.names import LABEL_JOB  # noqa: E402
+from sealtune.names import LABEL_JOB, LABEL_JOB_NAMESPACE, LABEL_JOB_UID, workload_namespace  # noqa: E402
 from sealtune.settings import Settings  # noqa: E402
-from tests.support.objects import bound_claims, data_domain, finetune_job, kwok_runtime  # noqa: E402
+from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime  # noqa: E402
 
 RUN = int(time.time()) % 100_000
 """Part of every namespace's name, so runs never collide with a previous run's leftovers."""
@@ -178,7 +178,14 @@ async def watch_jobs(kube: KubeClient, prefix: str, n: int) -> asyncio.Task[floa
 
 
 def in_namespaces(prefix: str, test: Callable[[dict[str, Any]], bool] = lambda _: True) -> Any:
-    return lambda obj: obj["metadata"]["namespace"].startswith(prefix) and test(obj)
+    """Objects of the namespaces under ``prefix``; a job's children by their job's namespace (they
+    live in its domain's workload namespace)."""
+
+    def of_prefix(obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        return (meta.get("labels") or {}).get(LABEL_JOB_NAMESPACE, meta["namespace"]).startswith(prefix)
+
+    return lambda obj: of_prefix(obj) and test(obj)
 
 
 def api_server_cpu_s() -> float:
@@ -222,12 +229,11 @@ async def children_problems(kube: KubeClient, prefix: str, n: int) -> list[str]:
     problems = [] if len(jobs) == n else [f"{len(jobs)} FineTuneJobs, expected {n}"]
     uids = {j["metadata"]["uid"] for j in jobs}
     for kind in ("Job", "ConfigMap", "Service", "NetworkPolicy", "ServiceAccount"):
-        owners: Counter[str] = Counter()
-        for obj in await kube.list(kind, None, LABEL_JOB):
-            if obj["metadata"]["namespace"].startswith(prefix):
-                for ref in obj["metadata"].get("ownerReferences") or []:
-                    if ref.get("controller"):
-                        owners[ref["uid"]] += 1
+        owners: Counter[str] = Counter(
+            obj["metadata"]["labels"].get(LABEL_JOB_UID, "")
+            for obj in await kube.list(kind, None, LABEL_JOB)
+            if in_namespaces(prefix)(obj)
+        )
         missing = len(uids - set(owners))
         extra = sum(c - 1 for c in owners.values() if c > 1) + len(set(owners) - uids)
         if missing or extra:
@@ -240,14 +246,13 @@ def running(ftj: dict[str, Any]) -> bool:
 
 
 async def prepare(kube: KubeClient, prefix: str, n: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Namespaces, claims and a domain for each; returns (domain, job) manifests."""
+    """Namespaces, and a domain for each with its workload namespace and claims; returns (domain,
+    job) manifests."""
     pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     namespaces = [f"{prefix}-{i}" for i in range((n + JOBS_PER_NAMESPACE - 1) // JOBS_PER_NAMESPACE)]
     for ns in namespaces:
         await kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        for obj in bound_claims(ns):
-            await kube.apply(obj)
-        domain = data_domain(
+        *provisions, domain = domain_with_claims(
             ns,
             ns,
             # The kwok CPU pool only: a real node running beside it has no image for these pods.
@@ -262,7 +267,8 @@ async def prepare(kube: KubeClient, prefix: str, n: int) -> list[tuple[dict[str,
                 ]
             },
         )
-        await kube.apply(domain)
+        for obj in [*provisions, domain]:
+            await kube.apply(obj)
         for j in range(JOBS_PER_NAMESPACE):
             if len(pairs) == n:
                 break
@@ -275,10 +281,11 @@ async def prepare(kube: KubeClient, prefix: str, n: int) -> list[tuple[dict[str,
             )
             pairs.append((domain, job))
     # The PV controller binds claims on its own schedule; wait once for all of them.
-    claims = [c for ns in namespaces for c in await kube.list("PersistentVolumeClaim", ns)]
+    spaces = [workload_namespace(ns) for ns in namespaces]
+    claims = [c for ns in spaces for c in await kube.list("PersistentVolumeClaim", ns)]
     while any((c.get("status") or {}).get("phase") != "Bound" for c in claims):
         await asyncio.sleep(1)
-        claims = [c for ns in namespaces for c in await kube.list("PersistentVolumeClaim", ns)]
+        claims = [c for ns in spaces for c in await kube.list("PersistentVolumeClaim", ns)]
     return pairs
 
 
@@ -293,8 +300,6 @@ async def plain_client(kube: KubeClient, n: int, run: str) -> dict[str, float]:
             FineTuneJob.model_validate(job), DataDomain.model_validate(domain), settings
         )
     for obj in objects:
-        # The owner does not exist: the garbage collector would delete orphans at once.
-        obj["metadata"].pop("ownerReferences")
         obj["metadata"]["labels"]["sealtune.dev/bench"] = f"plain-{run}"
     before = await operator_writes(kube)
     jobs = await watch_jobs(kube, prefix, n)
@@ -363,7 +368,8 @@ async def delete_bench_namespaces(kube: KubeClient, *, wait: bool = True) -> Non
     reclaims a hostPath volume, and one left behind would never bind a claim again."""
 
     def ours(items: list[Any]) -> list[str]:
-        return [ns["metadata"]["name"] for ns in items if ns["metadata"]["name"].startswith("bench-")]
+        names = (ns["metadata"]["name"] for ns in items)
+        return [n for n in names if n.startswith(("bench-", "sealtune-bench-"))]
 
     for name in ours(await kube.list("Namespace")):
         await kube.delete("Namespace", name)

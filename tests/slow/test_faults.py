@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import Kubectl
 from tests.support.cluster import LocalCluster, hack_cluster
-from tests.support.kube import apply, get, wait_for
+from tests.support.kube import apply, get, of_job, wait_for
 from tests.support.objects import finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess
 from tests.support.scan import find_secrets
@@ -132,7 +132,7 @@ def check_invariants(
     for kind in CHILD_KINDS:
         owners = Counter(
             o["metadata"].get("labels", {}).get("sealtune.dev/finetunejob")
-            for o in get(kubectl, kind, "-n", ns)["items"]
+            for o in get(kubectl, kind, "-A", "-l", f"sealtune.dev/finetunejob-namespace={ns}")["items"]
         )
         violations += [f"{count} {kind} for {job}" for job, count in owners.items() if job and count > 1]
     for name in names:
@@ -297,7 +297,7 @@ def test_control_plane_restarts_and_vault_away_for_a_minute(
             45,
         )
         while time.monotonic() - started < 60:
-            assert not any(kubectl("get", "job", n, "-n", ns, check=False).returncode == 0 for n in waiting)
+            assert not any(of_job(kubectl, "jobs.batch", ns, n) for n in waiting)
             history.observe(jobs_in(kubectl, ns))
             time.sleep(3)
     finally:
