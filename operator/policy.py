@@ -231,7 +231,8 @@ def workload_namespace_conflict(domain: DataDomain, namespace: str) -> Violation
     return Violation(
         "spec.workloadNamespace",
         Reason.WORKLOAD_NAMESPACE_CONFLICT,
-        f"namespace {namespace} exists, but sealtune did not create it as DataDomain "
-        f"{domain.metadata['name']}'s workload namespace, so others may hold rights in it; the domain's "
-        "admin names an unused namespace in the DataDomain's spec.workloadNamespace, or deletes that one",
+        f"namespace {namespace} exists but is not DataDomain {domain.metadata['name']}'s workload namespace "
+        "(labelled sealtune.dev/workload-of with the domain's name, Pod Security restricted enforced), "
+        "so others may hold rights in it; the domain's admin names an unused namespace in the "
+        "DataDomain's spec.workloadNamespace, or a cluster admin deletes or labels that one",
     )

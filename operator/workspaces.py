@@ -17,10 +17,17 @@ from .builders.meta import domain_namespace
 from .names import LABEL_WORKLOAD_OF, workload_label_value
 from .status import Cond, merge_conditions
 
+ENFORCE = "pod-security.kubernetes.io/enforce"
+
 
 def is_domains(labels: Mapping[str, str], domain: DataDomain) -> bool:
-    """Whether a namespace's labels say sealtune made it as this domain's workload namespace."""
-    return labels.get(LABEL_WORKLOAD_OF) == workload_label_value(domain.metadata["name"])
+    """Whether a namespace's labels say it is this domain's workload namespace, as sealtune makes
+    it: labelled as the domain's, with Pod Security "restricted" enforced. (A cluster admin may
+    make it so first, to provision the domain's claims; the operator never changes a namespace.)"""
+    return (
+        labels.get(LABEL_WORKLOAD_OF) == workload_label_value(domain.metadata["name"])
+        and labels.get(ENFORCE) == "restricted"
+    )
 
 
 async def ensure(kube: KubeClient, domain: DataDomain) -> bool:
@@ -36,9 +43,6 @@ async def ensure(kube: KubeClient, domain: DataDomain) -> bool:
         found = await kube.get("Namespace", name)
         if not is_domains(((found or {}).get("metadata") or {}).get("labels") or {}, domain):
             return False
-        # Made ahead of the operator by a cluster admin (to provision the domain's claims): its
-        # Pod Security labels are the operator's to hold.
-        await kube.apply(namespace)
     for obj in (baseline_network_policy(name), *workload_bindings(domain_name, name)):
         await kube.create_or_apply(obj)
     return True
@@ -60,8 +64,9 @@ def domain_status(domain: DataDomain, old: Mapping[str, Any], ours: bool, now: d
             DomainConditionType.READY,
             False,
             DomainReadyReason.WORKLOAD_NAMESPACE_CONFLICT,
-            f"namespace {namespace} exists but sealtune did not make it for this domain; name an unused "
-            "one in spec.workloadNamespace, or delete that one",
+            f"namespace {namespace} exists but is not this domain's (labelled sealtune.dev/workload-of "
+            "with the domain's name, Pod Security restricted enforced); name an unused one in "
+            "spec.workloadNamespace, or delete or label that one",
         )
     )
     generation = int(domain.metadata.get("generation", 1))

@@ -88,7 +88,11 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     name = "".join(c for c in name if c.isalnum() or c == "-")
     kubectl("create", "namespace", name)
     yield name
-    # With it go the workload namespaces of the domains the test named after it.
+    # With it go the domains the test named after it, and their workload namespaces.
+    domains = json.loads(kubectl("get", "datadomains", "-o", "json", check=False).stdout or "{}")
+    for domain in domains.get("items") or []:
+        if domain["metadata"]["name"].startswith(name):
+            kubectl("delete", "datadomain", domain["metadata"]["name"], "--wait=false", check=False)
     spaces = json.loads(kubectl("get", "namespaces", "-l", LABEL_WORKLOAD_OF, "-o", "json").stdout)["items"]
     doomed = [
         s["metadata"]["name"] for s in spaces if s["metadata"]["labels"][LABEL_WORKLOAD_OF].startswith(name)

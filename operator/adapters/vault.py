@@ -76,6 +76,9 @@ class VaultAdmin:
         self.settings = settings
         verify: bool | str = settings.vault_ca_file or True
         self._client = hvac.Client(url=address, timeout=TIMEOUT_SECONDS, verify=verify)
+        # hvac picks up $VAULT_TOKEN or ~/.vault-token: the operator acts only under the token of
+        # its own login, never one the host's user happens to hold.
+        self._client.token = None
         self._lock = threading.Lock()
         self._own_token = False
         """Whether the client's token came from this process's own login (then it may revoke it)."""

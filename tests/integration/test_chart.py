@@ -209,7 +209,7 @@ def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
             ("get", "secrets", "-n", "kube-system"),
             ("get", "secret", "sealtune-webhook-tls", "-n", team),
             ("delete", "node", "kwok-cpu-eu-west-1-0", "--dry-run=server"),
-            ("delete", "pods", "--all", "-n", team, "--dry-run=server"),
+            ("delete", "pod", "worker", "-n", work.namespace, "--dry-run=server"),
             # Nothing in a workload namespace beyond the job's own objects: no binding that would
             # let a tenant in, no pod it could make to read the data.
             (

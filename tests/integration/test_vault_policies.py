@@ -21,6 +21,7 @@ import pytest
 from sealtune.adapters.vault import VaultAdmin
 from sealtune.api.v1alpha1 import DataDomain, FineTuneJob
 from sealtune.builders import vault as vault_builders
+from sealtune.names import workload_namespace
 from sealtune.settings import Settings
 from tests.support.cluster import REPO_ROOT
 from tests.support.objects import data_domain, finetune_job
@@ -49,6 +50,9 @@ def bao() -> Iterator[hvac.Client]:
             "-dev",
             f"-dev-listen-address=127.0.0.1:{port}",
             f"-dev-root-token-id={root}",
+            # Else it leaves its root token in ~/.vault-token, which every Vault client on this
+            # host would then send to the cluster's OpenBao.
+            "-dev-no-store-token",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -193,7 +197,9 @@ def test_the_operator_grants_and_removes_a_job_under_its_own_policy(
     assert grant.wrapped_data_key
     role = bao.adapter.get(f"/v1/auth/kubernetes/role/{job.name}")["data"]
     assert role["token_policies"] == [job.name]
-    assert role["bound_service_account_namespaces"] == [NS]
+    assert role["bound_service_account_namespaces"] == [workload_namespace("d")], (
+        "the domain's, not the team's"
+    )
     policy = bao.sys.read_acl_policy(job.name)["data"]["policy"]
     assert policy == job.policy_hcl(grant.wrapped_data_key)
     assert asyncio.run(admin.grant(job, grant.wrapped_data_key)) == grant, "granting again changes nothing"
