@@ -116,6 +116,18 @@ def team_namespace(namespace: str, kubectl: Kubectl) -> str:
     return namespace
 
 
+@pytest.fixture(scope="module")
+def vault_operator(
+    cluster: LocalCluster, crds_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator logged in to OpenBao as its own ServiceAccount, shared by a module's tests."""
+    hack_cluster("up")  # idempotent; (re)applies the OpenBao setup an admin would make
+    process = with_vault(cluster, Path(tmp_path_factory.mktemp("vault-operator")))
+    process.start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture
 def operator_with_vault(
     cluster: LocalCluster, crds_installed: None, tmp_path: Path

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,11 @@ from tests.support import vaultdata
 from tests.support.cluster import LocalCluster, hack_cluster
 from tests.support.kube import apply, get, of_job, wait_condition, wait_for, workload_of
 from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
-from tests.support.operator import OperatorProcess, with_vault
+from tests.support.operator import OperatorProcess
 from tests.support.scan import find_secrets
 
 SECRET_VALUES: list[str] = []
 """Every secret value this module writes; the last test scans for all of them."""
-
-
-@pytest.fixture(scope="module")
-def vault_operator(
-    cluster: LocalCluster, kubectl: Kubectl, crds_installed: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    hack_cluster("up")  # idempotent; (re)applies the OpenBao setup an admin would make
-    process = with_vault(cluster, Path(tmp_path_factory.mktemp("vault-operator")))
-    process.start()
-    yield process
-    process.stop()
 
 
 def secret_value() -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import hvac
@@ -24,10 +23,10 @@ from sealtune.builders.vault import object_name
 from sealtune.names import Workload
 from tests.conftest import Kubectl
 from tests.support import vaultdata
-from tests.support.cluster import LocalCluster, hack_cluster
+from tests.support.cluster import LocalCluster
 from tests.support.kube import apply, get, of_job, pods_of, wait_condition, wait_for, workload_of
 from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
-from tests.support.operator import OperatorProcess, with_vault
+from tests.support.operator import OperatorProcess
 from tests.support.tools import render
 
 TENANT = "alice@team-a.example"
@@ -41,17 +40,6 @@ def tenant_roles(kubectl: Kubectl) -> None:
     roles = render("--show-only", "templates/tenant-roles.yaml")
     assert {r["kind"] for r in roles} == {"ClusterRole"}
     apply(kubectl, *roles)
-
-
-@pytest.fixture(scope="module")
-def vault_operator(
-    cluster: LocalCluster, kubectl: Kubectl, crds_installed: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    hack_cluster("up")  # idempotent; (re)applies the OpenBao setup an admin would make
-    process = with_vault(cluster, Path(tmp_path_factory.mktemp("security-operator")))
-    process.start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture
