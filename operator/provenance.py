@@ -66,13 +66,15 @@ def statement(
     job: FineTuneJob,
     data_digest: str,
     run: Run,
+    workload_namespace: str,
     version: str = __version__,
 ) -> dict[str, Any]:
-    """The provenance statement of the artifact ``artifact_name`` built by ``job``."""
+    """The provenance statement of the artifact ``artifact_name`` built by ``job``, which ran (and
+    found its base model's claim) in ``workload_namespace``."""
     namespace = job.metadata.get("namespace", "")
     base = job.spec.base_model
     if base.pvc is not None:
-        base_uri = f"pvc://{namespace}/{base.pvc.claim_name}/{base.pvc.path}"
+        base_uri = f"pvc://{workload_namespace}/{base.pvc.claim_name}/{base.pvc.path}"
     else:
         assert base.artifact_ref is not None  # exactly one of the two, by the API's rule
         base_uri = f"k8s://sealtune.dev/namespaces/{namespace}/modelartifacts/{base.artifact_ref.name}"

@@ -103,6 +103,7 @@ def model_artifact(
         job=job,
         data_digest=result["dataDigest"],
         run=run,
+        workload_namespace=workload_of(job, domain).namespace,
     )
     return {
         "apiVersion": "sealtune.dev/v1alpha1",

@@ -45,6 +45,7 @@ def statement(source: FineTuneJob | None = None, run: provenance.Run = RUN) -> d
         job=source or job(),
         data_digest=DATA_DIGEST,
         run=run,
+        workload_namespace="sealtune-d",
     )
 
 
@@ -60,7 +61,7 @@ def test_statement_is_an_slsa_v1_provenance() -> None:
     assert build["resolvedDependencies"] == [
         {
             "name": "baseModel",
-            "uri": "pvc://team-a/models/.",
+            "uri": "pvc://sealtune-d/models/.",
             "digest": {"sha256": DIGEST.removeprefix("sha256:")},
         },
         {
@@ -106,6 +107,7 @@ def test_the_version_is_the_builders() -> None:
         job=job(),
         data_digest=DATA_DIGEST,
         run=RUN,
+        workload_namespace="sealtune-d",
         version="9.9.9",
     )
     assert found["predicate"]["runDetails"]["builder"]["id"] == "https://sealtune.dev/operator@9.9.9"
