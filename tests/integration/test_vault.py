@@ -26,6 +26,7 @@ from tests.support.kube import apply, get, of_job, wait_condition, wait_for, wor
 from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess
 from tests.support.scan import find_secrets
+from tests.support.vaultdata import gone, login
 
 SECRET_VALUES: list[str] = []
 """Every secret value this module writes; the last test scans for all of them."""
@@ -108,20 +109,6 @@ def run_init_container(
         timeout=60,
         check=False,
     )
-
-
-def login(cluster: LocalCluster, role: str, jwt: str) -> hvac.Client:
-    client = hvac.Client(url=cluster.vault_addr)
-    client.auth.kubernetes.login(role, jwt)
-    return client
-
-
-def gone(vault: hvac.Client, path: str) -> bool:
-    try:
-        vault.adapter.get(f"/v1/{path}")
-    except hvac.exceptions.InvalidPath:
-        return True
-    return False
 
 
 def test_each_job_reads_only_its_declared_paths_then_everything_is_revoked_and_shredded(

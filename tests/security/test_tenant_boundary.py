@@ -28,6 +28,7 @@ from tests.support.kube import apply, get, of_job, pods_of, wait_condition, wait
 from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess
 from tests.support.tools import render
+from tests.support.vaultdata import gone, login
 
 TENANT = "alice@team-a.example"
 Tenant = Callable[..., Any]
@@ -95,17 +96,7 @@ def tenant_apply(tenant: Tenant, obj: dict[str, Any]) -> Any:
 
 
 def role_exists(vault: hvac.Client, role: str) -> bool:
-    try:
-        vault.adapter.get(f"/v1/auth/kubernetes/role/{role}")
-    except hvac.exceptions.InvalidPath:
-        return False
-    return True
-
-
-def login(cluster: LocalCluster, role: str, jwt: str) -> hvac.Client:
-    client = hvac.Client(url=cluster.vault_addr)
-    client.auth.kubernetes.login(role, jwt)
-    return client
+    return not gone(vault, f"auth/kubernetes/role/{role}")
 
 
 def role_of(kubectl: Kubectl, namespace: str, name: str) -> str:

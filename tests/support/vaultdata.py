@@ -6,7 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import hvac
+import hvac.exceptions
+
 from tests.conftest import Kubectl
+from tests.support.cluster import LocalCluster
 from tests.support.kube import apply
 from tests.support.objects import domain_with_claims
 
@@ -27,3 +31,19 @@ def write_secret(vault: Any, namespace: str, name: str) -> tuple[str, str]:
     value = f"sv-{uuid.uuid4().hex}"
     vault.secrets.kv.v2.create_or_update_secret(f"{namespace}/{name}", secret={"token": value})
     return f"secret/data/{namespace}/{name}", value
+
+
+def login(cluster: LocalCluster, role: str, jwt: str) -> hvac.Client:
+    """A client logged in to the cluster's OpenBao through Kubernetes auth, as a pod would."""
+    client = hvac.Client(url=cluster.vault_addr)
+    client.auth.kubernetes.login(role, jwt)
+    return client
+
+
+def gone(vault: Any, path: str) -> bool:
+    """Whether Vault answers 404 for ``path``."""
+    try:
+        vault.adapter.get(f"/v1/{path}")
+    except hvac.exceptions.InvalidPath:
+        return True
+    return False
