@@ -31,9 +31,6 @@ from .status import Cond
 FINALIZER = "sealtune.dev/cleanup"
 """Held by every admitted job until its workload (in another namespace than the job, where
 owner references cannot reach) and its Vault objects are gone."""
-WORKLOAD_KINDS = ("Job", "Service", "NetworkPolicy", "ConfigMap", "ServiceAccount")
-"""A job's children in its domain's workload namespace, in the order the cleanup deletes them:
-its workers first, its identity last."""
 MAX_RECEIPTS = 64
 RECHECK_SECONDS = 2.0
 """How soon a deletion that was sent but not yet visible is checked again."""
@@ -203,8 +200,8 @@ class Custody:
         if FINALIZER not in (meta.get("finalizers") or []):
             return
         if workload is not None:
-            for kind in WORKLOAD_KINDS:
-                await self.kube.delete(kind, _child_name(workload, kind), workload.namespace)
+            for kind, name in workload.children:
+                await self.kube.delete(kind, name, workload.namespace)
         vault = dict((body.get("status") or {}).get("vault") or {})
         # Where the key lives; which key is derived (in _delete), so a wrong mount can only miss
         # this job's key, never reach another's.
@@ -409,13 +406,3 @@ def _revoked(cond: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "message": "the job ended: its Vault role and policy were removed",
         "lastTransitionTime": _ts(now),
     }
-
-
-def _child_name(workload: Workload, kind: str) -> str:
-    return {
-        "Job": workload.batch_job,
-        "Service": workload.service,
-        "NetworkPolicy": workload.network_policy,
-        "ConfigMap": workload.config_map,
-        "ServiceAccount": workload.service_account,
-    }[kind]

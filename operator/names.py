@@ -78,6 +78,18 @@ class Workload:
     def batch_job(self) -> str:
         return self.base
 
+    @property
+    def children(self) -> tuple[tuple[str, str], ...]:
+        """(kind, name) of each child, in the order a cleanup deletes them: the workers first,
+        the identity last."""
+        return (
+            ("Job", self.batch_job),
+            ("Service", self.service),
+            ("NetworkPolicy", self.network_policy),
+            ("ConfigMap", self.config_map),
+            ("ServiceAccount", self.service_account),
+        )
+
     def worker_hostname(self, index: int) -> str:
         """The hostname the Job controller gives the pod of an Indexed Job's completion index."""
         return f"{self.batch_job}-{index}"
