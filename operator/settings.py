@@ -127,6 +127,9 @@ class Settings(BaseModel):
 
     webhook_service_port: int = Field(443, ge=1, le=65535)
     """That Service's port."""
+    webhook_configuration: str = "validate.sealtune.dev"
+    """The ValidatingWebhookConfiguration whose webhooks the operator points at itself. It is
+    installed with the operator (the chart's templates/webhook.yaml); the operator only patches it."""
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> Settings:

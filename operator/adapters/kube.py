@@ -51,6 +51,11 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
         "validatingadmissionpolicybindings",
         False,
     ),
+    "ValidatingWebhookConfiguration": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "validatingwebhookconfigurations",
+        False,
+    ),
     "FineTuneJob": ("/apis/sealtune.dev/v1alpha1", "finetunejobs", True),
     "DataDomain": ("/apis/sealtune.dev/v1alpha1", "datadomains", False),
     "ModelArtifact": ("/apis/sealtune.dev/v1alpha1", "modelartifacts", True),

@@ -113,8 +113,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         )
         from .webhook import server
 
-        settings.admission.server = server(ours, host, files)
-        settings.admission.managed = "validate.sealtune.dev"
+        # Registered by name in the configuration installed with the operator (kopf's
+        # managed mode, which creates one, stays off).
+        settings.admission.server = server(ours, memo.admission_kube, host, files)
 
 
 async def guard_workload_namespaces(kube: KubeClient) -> None:

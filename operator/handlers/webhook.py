@@ -8,6 +8,8 @@ reconcile is the enforcement.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,22 @@ import kopf
 from pydantic import ValidationError
 
 from .. import metrics
-from ..adapters.kube import KubeClient
+from ..adapters.kube import ApiError, KubeClient, resource_path
 from ..api.v1alpha1 import GROUP, VERSION, DataDomain, FineTuneJob
 from ..policy import domain_not_found, evaluate
 from ..settings import Settings
 
+logger = logging.getLogger(__name__)
+
+
+POLICY = "policy"
+WEBHOOKS = {POLICY: "policy.validate.sealtune.dev"}
+"""Each admission handler's id (kopf serves it at /<id>) and its webhook's name in the
+configuration the chart installs (templates/webhook.yaml)."""
+
 
 @kopf.on.validate(
-    GROUP, VERSION, "finetunejobs", id="policy", operations=["CREATE", "UPDATE"], ignore_failures=True
+    GROUP, VERSION, "finetunejobs", id=POLICY, operations=["CREATE", "UPDATE"], ignore_failures=True
 )
 async def check_policy(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     with metrics.webhook_timer():
@@ -59,37 +69,95 @@ async def _check_policy(body: kopf.Body, namespace: str | None, memo: kopf.Memo)
         )
 
 
-class ServiceWebhookServer(kopf.WebhookServer):
-    """kopf's server, registered by Service reference instead of URL: in a cluster the API
-    server then reaches the replicas through the Service's endpoints, and needs neither cluster
-    DNS nor a route to a pod IP of its own."""
+RETRY_SECONDS = 10
 
-    def __init__(self, *, service: Mapping[str, Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.service = dict(service)
+
+class RegisteredServer:
+    """kopf's webhook server, registered in the configuration installed with the operator: each
+    client config the server yields (its address and CA) is written into that configuration's
+    webhooks by name. kopf's own manager would create the configuration and rewrite its rules,
+    which takes cluster-wide create on webhook configurations; this takes patch on one name."""
+
+    def __init__(
+        self,
+        server: kopf.WebhookServer,
+        kube: KubeClient,
+        configuration: str,
+        service: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.server = server
+        self.kube = kube
+        self.configuration = configuration
+        self.service = service
+        """By Service reference when set: in a cluster the API server then reaches the replicas
+        through the Service's endpoints, and needs neither cluster DNS nor a route to a pod."""
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for config in super().__call__(fn):
-            # kopf appends each handler's id to the service path, as it does to the URL.
-            yield {"caBundle": config.get("caBundle"), "service": {**self.service, "path": ""}}
+        async for config in self.server(fn):
+            await self.register(config)
+            yield config
+
+    def patch(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A strategic merge patch that points each webhook at this server (null drops the
+        other kind of address)."""
+        webhooks = []
+        for handler, name in WEBHOOKS.items():
+            address: dict[str, Any]
+            if self.service is None:
+                address = {"url": f"{str(config['url']).rstrip('/')}/{handler}", "service": None}
+            else:
+                address = {"service": {**self.service, "path": f"/{handler}"}, "url": None}
+            webhooks.append({"name": name, "clientConfig": {"caBundle": config.get("caBundle"), **address}})
+        return {"webhooks": webhooks}
+
+    async def register(self, config: Mapping[str, Any]) -> None:
+        """Retries until the configuration takes the patch: the webhook is served meanwhile,
+        and the reconcile enforces the same policy without it."""
+        path = resource_path("ValidatingWebhookConfiguration", name=self.configuration)
+        while True:
+            try:
+                await self.kube.request(
+                    "PATCH",
+                    path,
+                    body=self.patch(config),
+                    content_type="application/strategic-merge-patch+json",
+                )
+            except ApiError as error:
+                logger.error(
+                    "Cannot register the admission webhook in ValidatingWebhookConfiguration %s "
+                    "(%s). Install it with the operator (the chart's templates/webhook.yaml, with "
+                    "the webhooks %s), or set SEALTUNE_WEBHOOK_CONFIGURATION to its name. "
+                    "Retrying in %d s.",
+                    self.configuration,
+                    error,
+                    ", ".join(WEBHOOKS.values()),
+                    RETRY_SECONDS,
+                )
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            logger.info(
+                "Registered the admission webhook in ValidatingWebhookConfiguration %s.",
+                self.configuration,
+            )
+            return
 
 
-def server(settings: Settings, host: str, files: Mapping[str, Path]) -> kopf.WebhookServer:
-    """The webhook server for these settings: by Service reference when webhook_service names
-    one, else by URL (https://host:port)."""
-    options: dict[str, Any] = {
-        "addr": settings.webhook_address,
-        "port": settings.webhook_port,
-        "host": host,
-        "certfile": str(files["tls.crt"]),
-        "pkeyfile": str(files["tls.key"]),
-        "cafile": str(files["ca.crt"]),
-    }
-    if settings.webhook_service is None:
-        return kopf.WebhookServer(**options)
-    service = {
-        "namespace": settings.operator_namespace,
-        "name": settings.webhook_service,
-        "port": settings.webhook_service_port,
-    }
-    return ServiceWebhookServer(service=service, **options)
+def server(settings: Settings, kube: KubeClient, host: str, files: Mapping[str, Path]) -> RegisteredServer:
+    """The webhook server for these settings, registered by Service reference when
+    webhook_service names one, else by URL (https://host:port)."""
+    served = kopf.WebhookServer(
+        addr=settings.webhook_address,
+        port=settings.webhook_port,
+        host=host,
+        certfile=str(files["tls.crt"]),
+        pkeyfile=str(files["tls.key"]),
+        cafile=str(files["ca.crt"]),
+    )
+    service = None
+    if settings.webhook_service is not None:
+        service = {
+            "namespace": settings.operator_namespace,
+            "name": settings.webhook_service,
+            "port": settings.webhook_service_port,
+        }
+    return RegisteredServer(served, kube, settings.webhook_configuration, service)

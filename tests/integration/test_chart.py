@@ -22,7 +22,7 @@ from tests.conftest import Kubectl
 from tests.support.cluster import LocalCluster
 from tests.support.kube import apply, get, wait_for, workload_of
 from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, token_kubeconfig
 from tests.support.tools import CHART, render, run, tool
 
 
@@ -49,6 +49,7 @@ def test_lint_and_template_are_clean() -> None:
         ("ConfigMap", "t-sealtune-dashboard"),
         ("ClusterKopfPeering", "t-sealtune"),
         ("PodDisruptionBudget", "t-sealtune"),
+        ("ValidatingWebhookConfiguration", "t-sealtune"),
     }
     assert not any(kind in ("ServiceMonitor", "PrometheusRule") for kind, _ in kinds)
     optional = render(
@@ -126,27 +127,6 @@ def release(
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def service_account_kubeconfig(
-    cluster: LocalCluster, kubectl: Kubectl, release: dict[str, str], path: Path
-) -> Path:
-    """A kubeconfig that authenticates as the chart's ServiceAccount (TokenRequest)."""
-    token = kubectl(
-        "create", "token", release["fullname"], "-n", release["namespace"], "--duration=1h"
-    ).stdout
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    config = {
-        **admin,
-        "users": [{"name": "operator", "user": {"token": token.strip()}}],
-        "contexts": [
-            {"name": "operator", "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"}}
-        ],
-        "current-context": "operator",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
 def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
     cluster: LocalCluster, kubectl: Kubectl, release: dict[str, str], team_namespace: str, tmp_path: Path
 ) -> None:
@@ -167,7 +147,7 @@ def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
     for kind in ("clusterrole", "clusterrolebinding", "clusterkopfpeering"):
         get(kubectl, kind, fullname)
 
-    config = service_account_kubeconfig(cluster, kubectl, release, tmp_path / "operator.kubeconfig")
+    config = token_kubeconfig(cluster, ns, fullname, tmp_path / "operator.kubeconfig")
     metrics_port = free_port()
     operator = OperatorProcess(
         cluster,
@@ -175,11 +155,16 @@ def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
         kubeconfig=config,
         operator_namespace=ns,
         peering_name=fullname,
+        webhook_configuration=fullname,
         webhook_port=str(free_port()),
         operator_metrics_port=str(metrics_port),
     )
-    operator.start()  # waits until kopf registered the webhook: that needs the chart's grants too
+    # Waits until the operator registered its webhook in the chart's configuration, patching it
+    # by name: the only write on webhook configurations the chart grants.
+    operator.start()
     try:
+        (webhook,) = get(kubectl, "validatingwebhookconfiguration", fullname)["webhooks"]
+        assert webhook["clientConfig"]["url"].endswith("/policy") and webhook["clientConfig"]["caBundle"]
         team = team_namespace
         apply(
             kubectl,
@@ -223,6 +208,16 @@ def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
                 "--dry-run=server",
             ),
             ("create", "secret", "generic", "s", "-n", work.namespace, "--dry-run=server"),
+            # Another webhook configuration: pointing it elsewhere would switch its checks off.
+            (
+                "patch",
+                "validatingwebhookconfiguration",
+                "validate.sealtune.dev",
+                "--type=merge",
+                "--patch",
+                '{"metadata": {"labels": {"x": "y"}}}',
+                "--dry-run=server",
+            ),
             (
                 "create",
                 "clusterrolebinding",

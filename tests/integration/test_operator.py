@@ -166,7 +166,7 @@ def test_reconcile_enforces_policy_without_the_webhook(
         for kind in CHILD_KINDS:
             assert of_job(kubectl, kind, ns, "sneaky") == [], f"{kind} created for a refused job"
     finally:
-        operator.restart()  # registers the webhook again for the tests that follow
+        operator.restart()  # the configuration comes back, as the admin installs it, and is registered in
 
 
 def fingerprint(kind: str, item: dict[str, Any]) -> tuple[str, ...]:

@@ -142,7 +142,7 @@ def test_another_teams_vault_path_is_refused_at_apply_and_at_reconcile(
         assert not role_exists(vault, role_of(kubectl, ours, "grab"))
         assert not of_job(kubectl, "jobs.batch", ours, "grab")
     finally:
-        vault_operator.restart()  # registers the webhook again
+        vault_operator.restart()  # the configuration comes back (as the admin installs it)
 
     # The honest path: the team's own secret, under the domain's {namespace} prefix, trains.
     tenant_apply(

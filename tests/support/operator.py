@@ -3,14 +3,19 @@ local cluster, with its log in a file the tests can read (and scan for secrets).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from tests.support.cluster import LocalCluster
+from tests.support.tools import render
 
 WEBHOOK_PORT = 9443
 
@@ -38,8 +43,18 @@ class OperatorProcess:
         env.update({f"SEALTUNE_{k.upper()}": v for k, v in self.settings.items()})
         return env
 
+    def install_webhook_configuration(self) -> None:
+        """What installing the chart does for the webhook, as the admin: its configuration, which
+        the operator only patches. A test that deleted it gets it back here."""
+        name = self.env().get("SEALTUNE_WEBHOOK_CONFIGURATION", "validate.sealtune.dev")
+        if self.cluster.kubectl("get", "validatingwebhookconfiguration", name, check=False).returncode:
+            (config,) = render("--set", f"fullnameOverride={name}", "--show-only", "templates/webhook.yaml")
+            self.cluster.kubectl("create", "-f", "-", input=json.dumps(config))
+
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None
+        if self.env().get("SEALTUNE_WEBHOOK_ADDRESS"):
+            self.install_webhook_configuration()
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -56,7 +71,7 @@ class OperatorProcess:
         deadline = time.monotonic() + timeout
         # Without a webhook (SEALTUNE_WEBHOOK_ADDRESS empty), kopf's login is the last step of start.
         webhook = self.env().get("SEALTUNE_WEBHOOK_ADDRESS")
-        marker = "Reconfiguring the validating webhook" if webhook else "Initial authentication has finished"
+        marker = "Registered the admission webhook" if webhook else "Initial authentication has finished"
         while marker not in self.log_path.read_text(errors="replace")[offset:]:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"the operator exited:\n{self.log_tail()}")
@@ -99,3 +114,31 @@ def with_vault(cluster: LocalCluster, directory: Path, **settings: str) -> Opera
         vault_jwt_path=str(directory / "jwt"),
         **settings,
     )
+
+
+def chart_rbac(account: str = "sealtune-operator") -> list[dict[str, Any]]:
+    """The chart's RBAC (release sealtune in sealtune-system, without the webhook), bound to the
+    ServiceAccount the cluster scripts make for the operator (and Vault's role names)."""
+    return render(
+        "--set", f"serviceAccount.name={account}", "--set", "webhook.enabled=false",
+        "--show-only", "templates/rbac.yaml",
+        release="sealtune",
+    )  # fmt: skip
+
+
+def token_kubeconfig(cluster: LocalCluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig (mode 0600) that authenticates as a ServiceAccount, with a token an API
+    TokenRequest issued, as a pod's would be."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=2h").stdout
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    config = {
+        **admin,
+        "users": [{"name": account, "user": {"token": token.strip()}}],
+        "contexts": [
+            {"name": account, "context": {"cluster": admin["clusters"][0]["name"], "user": account}}
+        ],
+        "current-context": account,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path

@@ -35,12 +35,12 @@ def run(*args: str, input: str | None = None, timeout: float = 300) -> str:
     return result.stdout
 
 
-def render(*args: str) -> list[dict[str, Any]]:
+def render(*args: str, release: str = "t") -> list[dict[str, Any]]:
     """The chart as `helm template` renders it for the cluster's Kubernetes version."""
     out = run(
         tool("helm"),
         "template",
-        "t",
+        release,
         str(CHART),
         "-n",
         "sealtune-system",

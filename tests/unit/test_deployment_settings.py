@@ -4,15 +4,13 @@ reference when a Service is named."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
-from typing import Any
 from unittest import mock
 
 from sealtune.adapters import webhook_tls
 from sealtune.handlers.main import peering_priority
-from sealtune.handlers.webhook import ServiceWebhookServer, server
+from sealtune.handlers.webhook import WEBHOOKS, server
 from sealtune.settings import Settings
 
 
@@ -44,20 +42,6 @@ def test_new_settings_come_from_the_environment() -> None:
     assert Settings().operator_metrics_port is None
 
 
-def first_client_config(webhook: Any) -> dict[str, Any]:
-    async def first() -> dict[str, Any]:
-        async def review(*_: Any, **__: Any) -> Any:
-            raise AssertionError("no review is sent in this test")
-
-        stream = webhook(review)
-        try:
-            return dict(await stream.__anext__())
-        finally:
-            await stream.aclose()
-
-    return asyncio.run(first())
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -72,32 +56,49 @@ def tls_files(host: str, directory: Path) -> dict[str, Path]:
     return paths
 
 
+def webhook_settings(**extra: str) -> Settings:
+    env = {"SEALTUNE_WEBHOOK_ADDRESS": "127.0.0.1", "SEALTUNE_WEBHOOK_PORT": str(free_port())}
+    return Settings.from_environment({**env, **{f"SEALTUNE_{k.upper()}": v for k, v in extra.items()}})
+
+
 def test_the_webhook_registers_by_service_in_a_cluster(tmp_path: Path) -> None:
     host = "sealtune-webhook.sealtune-system.svc"
-    settings = Settings.from_environment(
-        {
-            "SEALTUNE_WEBHOOK_ADDRESS": "127.0.0.1",
-            "SEALTUNE_WEBHOOK_PORT": str(free_port()),
-            "SEALTUNE_WEBHOOK_SERVICE": "sealtune-webhook",
-        }
-    )
-    webhook = server(settings, host, tls_files(host, tmp_path))
-    assert isinstance(webhook, ServiceWebhookServer)
-    config = first_client_config(webhook)
-    assert config["service"] == {
-        "namespace": "sealtune-system",
-        "name": "sealtune-webhook",
-        "port": 443,
-        "path": "",
+    settings = webhook_settings(webhook_service="sealtune-webhook", webhook_configuration="st")
+    webhook = server(settings, mock.Mock(), host, tls_files(host, tmp_path))
+    assert webhook.configuration == "st"
+    (entry,) = webhook.patch({"url": "https://ignored:1", "caBundle": "Q0E="})["webhooks"]
+    assert entry == {
+        "name": "policy.validate.sealtune.dev",
+        "clientConfig": {
+            "caBundle": "Q0E=",
+            "service": {
+                "namespace": "sealtune-system",
+                "name": "sealtune-webhook",
+                "port": 443,
+                "path": "/policy",
+            },
+            "url": None,  # a strategic merge patch's null: an earlier URL goes
+        },
     }
-    assert "url" not in config and config["caBundle"]
 
 
 def test_the_webhook_registers_by_url_outside_a_cluster(tmp_path: Path) -> None:
-    port = free_port()
-    settings = Settings.from_environment(
-        {"SEALTUNE_WEBHOOK_ADDRESS": "127.0.0.1", "SEALTUNE_WEBHOOK_PORT": str(port)}
-    )
-    webhook = server(settings, "127.0.0.1", tls_files("127.0.0.1", tmp_path))
-    assert not isinstance(webhook, ServiceWebhookServer)
-    assert first_client_config(webhook)["url"] == f"https://127.0.0.1:{port}"
+    settings = webhook_settings()
+    webhook = server(settings, mock.Mock(), "127.0.0.1", tls_files("127.0.0.1", tmp_path))
+    assert webhook.configuration == "validate.sealtune.dev"
+    (entry,) = webhook.patch({"url": "https://127.0.0.1:9443", "caBundle": "Q0E="})["webhooks"]
+    assert entry["clientConfig"] == {
+        "caBundle": "Q0E=",
+        "url": "https://127.0.0.1:9443/policy",
+        "service": None,
+    }
+
+
+def test_the_chart_ships_every_webhook_the_operator_registers() -> None:
+    """The chart's configuration names each of the operator's webhooks, at the path kopf serves
+    its handler on, for FineTuneJobs, failing open (the reconcile enforces the same policy)."""
+    chart = Path(__file__).parents[2] / "charts" / "sealtune" / "templates" / "webhook.yaml"
+    text = chart.read_text()
+    for handler, name in WEBHOOKS.items():
+        assert f"name: {name}" in text and f"path: /{handler}" in text
+    assert "failurePolicy: Ignore" in text and "finetunejobs" in text

@@ -31,6 +31,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s-webhook" (include "sealtune.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* Cluster-scoped, so named after the release too: two releases keep a webhook each. */}}
+{{- define "sealtune.webhookConfiguration" -}}
+{{- include "sealtune.fullname" . -}}
+{{- end -}}
+
 {{- define "sealtune.metricsService" -}}
 {{- printf "%s-metrics" (include "sealtune.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
