@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import hvac.exceptions
 import pytest
 import yaml
 
@@ -31,12 +32,12 @@ from sealtune import signing
 from sealtune.api.v1alpha1.modelartifact import FileDigest
 from sealtune.names import workload_namespace
 from tests.conftest import Kubectl
-from tests.support import volumes
+from tests.support import vaultdata, volumes
 from tests.support.artifacts import flip_byte, model_signing_verify
 from tests.support.cluster import REPO_ROOT, LocalCluster
 from tests.support.kube import apply, get, pods_of, wait_condition, wait_for, workload_of
 from tests.support.objects import data_domain, finetune_job, workload_namespace_object
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, chart_rbac, token_kubeconfig
 from tests.support.scan import find_secrets
 
 pytestmark = pytest.mark.e2e
@@ -143,14 +144,18 @@ def env(
     inputs: Inputs,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Env]:
-    """Two team namespaces (Pod Security "restricted") and the operator watching only them,
-    configured with Vault like a deployment: it logs in with a token of its ServiceAccount."""
+    """Two team namespaces (Pod Security "restricted") and the operator watching only them, as
+    the chart deploys it: its ServiceAccount's token holds exactly the chart's RBAC, and it logs
+    in to Vault with an audience-bound token of the same account, under the operator policy."""
     suffix = uuid.uuid4().hex[:6]
     namespaces = (f"e2e-cc-{suffix}", f"e2e-zero2-{suffix}")
     for ns in namespaces:
         kubectl("create", "namespace", ns)
         kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
     tmp = tmp_path_factory.mktemp("e2e-operator")
+    rbac = json.dumps({"apiVersion": "v1", "kind": "List", "items": chart_rbac()})
+    kubectl("apply", "-f", "-", input=rbac)
+    identity = token_kubeconfig(cluster, OPERATOR_NAMESPACE, "sealtune-operator", tmp / "kubeconfig")
     jwt = kubectl(
         "create", "token", "sealtune-operator", "-n", OPERATOR_NAMESPACE, "--audience", "vault",
         "--duration", "2h",
@@ -159,6 +164,7 @@ def env(
     operator = OperatorProcess(
         cluster,
         tmp / "operator.log",
+        kubeconfig=identity,
         namespaces=",".join(namespaces),
         trainer_image=real_nodes["images"]["trainer"],
         vault_address=POD_VAULT_ADDRESS,
@@ -175,6 +181,7 @@ def env(
     for ns in namespaces:
         kubectl("delete", "finetunejobs", "--all", "-n", ns, "--timeout=120s", check=False)
     operator.stop()
+    kubectl("delete", "-f", "-", "--ignore-not-found", input=rbac)
     for ns in namespaces:
         kubectl("delete", "namespace", ns, workload_namespace(f"{ns}-kb"), "--wait=false", check=False)
         vault.secrets.kv.v2.delete_metadata_and_all_versions(f"{ns}/{TRACKER}")
@@ -481,3 +488,42 @@ def test_two_workers_on_two_nodes_train_with_zero2_through_the_headless_service(
     wait_condition(kubectl, ns, job, "Published", timeout=120)
     assert get(kubectl, "ftj", job, "-n", ns)["status"]["artifactRef"]["name"] == "kb-zero2-v1"
     assert get(kubectl, "modelartifact", "kb-zero2-v1", "-n", ns)["spec"]["source"]["job"]["name"] == job
+
+
+def test_the_operator_that_ran_them_is_refused_outside_its_grants(
+    env: Env, cluster: LocalCluster, kubectl: Kubectl, vault: hvac.Client
+) -> None:
+    """The identity the jobs above ran under, the chart's RBAC and the Vault operator policy:
+    what an attacker who took the operator's tokens would try, refused by the API server and by
+    OpenBao."""
+    ns = env.namespaces[0]
+    workspace = workload_namespace(f"{ns}-kb")
+    as_operator = ["--kubeconfig", str(env.operator.kubeconfig)]
+    tenant_in = ("create", "rolebinding", "in", "--clusterrole=edit", "--user=x", "-n", workspace)
+    for action in (
+        ("get", "secrets", "-n", "kube-system"),
+        # Letting a tenant into a workload namespace, or reading its data claim with a pod.
+        (*tenant_in, "--dry-run=server"),
+        ("run", "reader", "--image=trainer", "-n", workspace, "--dry-run=server"),
+    ):
+        result = kubectl(*as_operator, *action, check=False)
+        assert result.returncode != 0 and "forbidden" in result.stderr.lower(), (action, result.stderr)
+
+    jwt = Path(env.operator.settings["vault_jwt_path"]).read_text()
+    operator = vaultdata.login(cluster, "sealtune-operator", jwt)
+    vault.secrets.kv.v2.create_or_update_secret(f"{ns}/{TRACKER}", secret={"token": "not-for-it"})
+    wrapped = env.inputs.wrapped_key
+    for attempt in (
+        # A team's secret value (it may read metadata only, to check that one exists).
+        lambda: operator.secrets.kv.v2.read_secret_version(f"{ns}/{TRACKER}", raise_on_deleted_version=True),
+        # The domain's data key, unwrapped.
+        lambda: operator.secrets.transit.decrypt_data(env.inputs.transit_key, wrapped),
+        # A job role carrying the operator's own policy.
+        lambda: operator.adapter.post(
+            "/v1/auth/kubernetes/role/sealtune-job-escalate", json={"token_policies": "sealtune-operator"}
+        ),
+    ):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            attempt()
+    log = env.operator.log_path.read_text(errors="replace").lower()
+    assert "forbidden" not in log, "the demo path needed something the chart does not grant"
