@@ -36,7 +36,8 @@ class JobObservation:
 @dataclass(frozen=True, slots=True)
 class PodObservation:
     name: str
-    index: int
+    index: int | None
+    """The Job controller's completion index; None when the annotation is absent or garbled."""
     node_name: str | None
     phase: str
     runtime_class: str | None
@@ -45,6 +46,7 @@ class PodObservation:
     termination_message: str | None = None
     exit_code: int | None = None
     owner_uid: str | None = None
+    """The uid of the Job that controls the pod (its controller ownerReference of kind Job)."""
     image: str | None = None
     image_id: str | None = None
     """The trainer's image reference and the digest the node ran (for provenance)."""
@@ -113,21 +115,40 @@ def observe_pod(body: dict[str, Any]) -> PodObservation:
         ),
         None,
     )
-    owners = metadata.get("ownerReferences") or []
+    index = (metadata.get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "")
     return PodObservation(
         name=metadata["name"],
         namespace=metadata.get("namespace", ""),
         job_uid=(metadata.get("labels") or {}).get(LABEL_JOB_UID, ""),
-        index=int((metadata.get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION, "0")),
+        index=int(index) if index.isdecimal() and index.isascii() else None,
         node_name=spec.get("nodeName"),
         phase=status.get("phase", "Pending"),
         runtime_class=spec.get("runtimeClassName"),
         unschedulable=unschedulable,
         termination_message=message,
         exit_code=exit_code,
-        owner_uid=owners[0]["uid"] if owners else None,
+        owner_uid=next(
+            (
+                o.get("uid")
+                for o in metadata.get("ownerReferences") or []
+                if o.get("controller") and o.get("kind") == "Job" and o.get("apiVersion") == "batch/v1"
+            ),
+            None,
+        ),
         image=image,
         image_id=image_id,
         waiting=waiting,
         ip=status.get("podIP"),
+    )
+
+
+def result_pod(seen: Observation) -> PodObservation | None:
+    """The pod whose termination message is the job's result: completion index 0, controlled
+    by the job's batch Job (the one the operator made, by uid). A pod merely labelled as the
+    job's worker, or without an index, never counts."""
+    if seen.job is None:
+        return None
+    return next(
+        (p for p in seen.pods if p.index == 0 and p.owner_uid == seen.job.uid and p.termination_message),
+        None,
     )

@@ -33,7 +33,7 @@ from .builders.meta import domain_namespace, workload_of
 from .builders.workload import indexed_job
 from .custody import Custody, Secured
 from .names import LABEL_WORKLOAD_OF, Workload, workload_label_value
-from .observe import JobObservation, Observation, PodObservation
+from .observe import JobObservation, Observation, PodObservation, result_pod
 from .policy import Violation, domain_not_found, evaluate, workload_namespace_conflict
 from .progress import ProgressReader, trainer_metrics_url, world_size
 from .publication import Publisher
@@ -670,11 +670,12 @@ class Controller:
         job: FineTuneJob,
         domain: DataDomain,
         status: dict[str, Any],
-        pods: list[PodObservation],
+        seen: Observation,
     ) -> dict[str, Any]:
         """Signs and writes the job's ModelArtifact from its lead worker's result; a signer
         that fails is retried with backoff, a result that cannot be signed is reported."""
-        lead = next((p for p in pods if p.index == 0 and p.termination_message), None)
+        lead = result_pod(seen)
+        pods = list(seen.pods)
         result = parse_result(lead.termination_message if lead else None)
         ref = None
         if result is None:
@@ -682,7 +683,8 @@ class Controller:
                 T.PUBLISHED,
                 False,
                 PublishedReason.RESULT_INVALID,
-                "the lead worker left no result in its termination message",
+                "no result: the worker of completion index 0 that the job's batch Job controls "
+                "left none in its termination message",
             )
         else:
             try:
@@ -709,8 +711,9 @@ class Controller:
         its status, so downtime of the operator delays nothing beyond its return."""
         current = status
         if status.get("phase") == "Succeeded" and domain is not None and not _published(status):
-            pods = list(self._workload_seen(key, body, workload)[1])
-            current = await self._publish(key, job, domain, current, pods)
+            current = await self._publish(
+                key, job, domain, current, Observation(*self._workload_seen(key, body, workload))
+            )
         retention = domain.spec.retention if domain is not None else Retention()
         settled, next_due = await self.custody.settle(
             body,

@@ -19,7 +19,7 @@ from .api.v1alpha1.conditions import (
     SuspendedReason,
 )
 from .api.v1alpha1.conditions import JobConditionType as T
-from .observe import Observation
+from .observe import Observation, result_pod
 from .policy import Violation
 
 MAX_MESSAGE = 1024
@@ -137,9 +137,9 @@ def workload_conditions(job: FineTuneJob, seen: Observation) -> tuple[list[Cond]
     unschedulable = [p for p in pods if p.unschedulable]
     # A worker that already finished still counts as placed and as at work, until the Job
     # says Complete: otherwise a job would step back from Running to Pending in between.
-    finished = {p.index for p in seen.pods if p.phase == "Succeeded"}
-    placed = {p.index for p in pods if p.node_name} | finished
-    running = {p.index for p in pods if p.phase == "Running"} | finished
+    finished = {p.index for p in seen.pods if p.phase == "Succeeded" and p.index is not None}
+    placed = {p.index for p in pods if p.node_name and p.index is not None} | finished
+    running = {p.index for p in pods if p.phase == "Running" and p.index is not None} | finished
     if unschedulable:
         conds.append(
             Cond(
@@ -226,7 +226,7 @@ def compute_status(
     if timestamps:
         status["timestamps"] = timestamps
     if phase == "Succeeded":
-        lead = next((p for p in seen.pods if p.index == 0 and p.termination_message), None)
+        lead = result_pod(seen)
         result = parse_result(lead.termination_message if lead else None)
         if result is not None:
             status["result"] = result_summary(result)

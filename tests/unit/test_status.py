@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sealtune.api.v1alpha1 import FineTuneJob
+from sealtune.names import COMPLETION_INDEX_ANNOTATION
 from sealtune.observe import JobObservation, Observation, PodObservation, observe_pod
 from sealtune.status import Cond, compute_status, merge_conditions, result_summary, transitions
 from tests.support.objects import finetune_job
@@ -41,6 +42,7 @@ def pod(**kw: object) -> PodObservation:
         "phase": "Pending",
         "runtime_class": None,
         "unschedulable": None,
+        "owner_uid": "b",
     }
     return PodObservation(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -158,3 +160,35 @@ def test_gate_outcomes_keep_only_numeric_values() -> None:
         {"name": "weightsChanged", "passed": True},
     ]
     FineTuneJob.model_validate({**job().to_json(), "status": {"result": {"gates": gates}}})
+
+
+def test_a_result_counts_only_from_index_0_of_the_jobs_own_batch_job() -> None:
+    """A pod labelled as the job's worker but controlled by another Job, or one without a
+    completion index, leaves its forged result unread."""
+    forged = '{"steps": 1, "finalLoss": 0.01, "dataDigest": "sha256:' + "f" * 64 + '"}'
+    honest = '{"steps": 10, "finalLoss": 1.5, "dataDigest": "sha256:' + "a" * 64 + '"}'
+    finished = batch(finished=("Complete", "", ""), completion_time="2026-01-01T00:10:00Z")
+    for impostor in (
+        pod(name="x", phase="Succeeded", termination_message=forged, owner_uid="other"),
+        pod(name="y", phase="Succeeded", termination_message=forged, index=None),
+    ):
+        alone = compute_status(job(), {}, None, Observation(finished, (impostor,)), T0)
+        assert "result" not in alone
+        real = pod(phase="Succeeded", termination_message=honest)
+        both = compute_status(job(), {}, None, Observation(finished, (impostor, real)), T0)
+        assert both["result"]["trainLoss"] == 1.5
+
+
+def test_the_completion_index_must_be_the_job_controllers() -> None:
+    def observed(annotations: dict[str, str], owners: list[dict[str, object]]) -> PodObservation:
+        return observe_pod({"metadata": {"name": "p", "annotations": annotations, "ownerReferences": owners}})
+
+    job_owner = {"apiVersion": "batch/v1", "kind": "Job", "uid": "b", "controller": True}
+    assert observed({COMPLETION_INDEX_ANNOTATION: "0"}, [job_owner]).index == 0
+    assert observed({}, [job_owner]).index is None
+    assert observed({COMPLETION_INDEX_ANNOTATION: "-1"}, [job_owner]).index is None
+    assert observed({COMPLETION_INDEX_ANNOTATION: "0"}, [job_owner]).owner_uid == "b"
+    not_controller = {**job_owner, "controller": False}
+    assert observed({COMPLETION_INDEX_ANNOTATION: "0"}, [not_controller]).owner_uid is None
+    replica_set = {**job_owner, "kind": "ReplicaSet", "apiVersion": "apps/v1"}
+    assert observed({COMPLETION_INDEX_ANNOTATION: "0"}, [replica_set]).owner_uid is None
