@@ -202,6 +202,20 @@ def check_output_claim(s: Subject) -> list[Violation]:
     ]
 
 
+def check_checkpoints(s: Subject) -> list[Violation]:
+    if s.job.spec.training.checkpoint_every_steps is None or s.domain.spec.encryption.vault_transit:
+        return []
+    return [
+        Violation(
+            "spec.training.checkpointEverySteps",
+            Reason.CHECKPOINTS_NEED_A_KEY,
+            f"checkpoints are sealed with the job's own key, which Vault transit makes for domains "
+            f"encrypted with it; DataDomain {s.domain.metadata['name']} is not, so unset "
+            "checkpointEverySteps (or the domain's admin sets spec.encryption.vaultTransit)",
+        )
+    ]
+
+
 CHECKS: tuple[Check, ...] = (
     check_namespace,
     check_secret_paths,
@@ -209,6 +223,7 @@ CHECKS: tuple[Check, ...] = (
     check_limits,
     check_privacy,
     check_output_claim,
+    check_checkpoints,
 )
 
 

@@ -185,6 +185,25 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, str], list[tupl
         [("spec.output.storage.claimName", "OutputClaimNotAllowed")],
     ),
     (
+        "checkpoints without a job key to seal them",
+        {"training": {"checkpointEverySteps": 10}},
+        {},
+        {},
+        [("spec.training.checkpointEverySteps", "CheckpointsNeedAKey")],
+    ),
+    (
+        "checkpoints sealed with the job's transit-made key",
+        {"training": {"checkpointEverySteps": 10}},
+        {
+            "encryption": {
+                "type": "vaultTransit",
+                "vaultTransit": {"keyName": "k", "wrappedDataKey": "vault:v1:x"},
+            }
+        },
+        {},
+        [],
+    ),
+    (
         "every violation reported",
         {"method": {"type": "full", "lora": None}, "resources": {"workers": 5}},
         {"methods": ["lora"], "limits": {"maxWorkers": 1}, "access": {"namespaces": ["x"]}},

@@ -59,6 +59,10 @@ class PolicyAdmittedReason(StrEnum):
     PRIVACY_REQUIRED = "PrivacyRequired"
     """Reason for PolicyAdmitted=False when the domain requires differential privacy (or a lower
     epsilon, or stricter gates) than the job asks for."""
+    CHECKPOINTS_NEED_A_KEY = "CheckpointsNeedAKey"
+    """Reason for PolicyAdmitted=False when spec.training.checkpointEverySteps is set on a domain
+    without Vault transit encryption: checkpoints are always sealed with the job's own key, and
+    only Vault transit makes one."""
     BASE_MODEL_NOT_FOUND = "BaseModelNotFound"
     """Reason for PolicyAdmitted=False when spec.baseModel.artifactRef names no ModelArtifact."""
     BASE_MODEL_NOT_APPROVED = "BaseModelNotApproved"
@@ -161,8 +165,9 @@ class PublishedReason(StrEnum):
     ARTIFACT_PUBLISHED = "ArtifactPublished"
     """Reason for Published=True when the signed ModelArtifact was written."""
     GATES_FAILED = "GatesFailed"
-    """Reason for Published=False when an evaluation gate failed; the message names it and the
-    artifact is not signed."""
+    """Reason for Published=True when an evaluation gate failed, as the operator judged it from
+    the job's thresholds and the trainer's measurements: the artifact is signed as a Candidate
+    that admission never lets anyone approve; the message names the gates."""
     SIGNING_FAILED = "SigningFailed"
     """Reason for Published=False when the signer (Vault transit or the local key) refused or
     was unreachable (retried)."""
