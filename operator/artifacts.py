@@ -12,14 +12,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import metrics
+from pydantic import ValidationError
+
+from . import metrics, signing, threads
 from .adapters.kube import ApiError, KubeClient
 from .adapters.vault import VaultProblem
+from .api.v1alpha1 import ModelArtifact
+from .api.v1alpha1.conditions import ArtifactConditionType as A
+from .api.v1alpha1.conditions import VerifiedReason as V
 from .api.v1alpha1.scalars import parse_duration
 from .audit import AuditError, AuditLog, Event, Subject
 from .keys import OperatorKeys
 from .receipts import receipt, sign_receipt
 from .signing import SigningError
+from .status import Cond, merge_conditions
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 30.0
@@ -47,6 +53,48 @@ def decisions(promotion: Mapping[str, Any]) -> list[tuple[Event, dict[str, Any]]
     return found
 
 
+def verified_status(
+    body: Mapping[str, Any], signer_key_id: str, public_key_pem: bytes, now: datetime
+) -> dict[str, Any]:
+    """The artifact's status: its signature checked with the operator's key, the files it lists
+    against what the bundle signs, and its provenance against the rest of its spec."""
+    meta, old = body["metadata"], body.get("status") or {}
+    key_id = str(((body.get("spec") or {}).get("signature") or {}).get("keyID", ""))
+    if key_id != signer_key_id:
+        verified = Cond(
+            A.VERIFIED,
+            False,
+            V.KEY_UNKNOWN,
+            f"spec.signature.keyID {key_id or '(none)'} is not the operator's signing key {signer_key_id}",
+        )
+    else:
+        try:
+            check = signing.check_artifact(ModelArtifact.model_validate(dict(body)), public_key_pem)
+        except ValidationError as error:
+            check = signing.ArtifactCheck(
+                signature=[f"the artifact does not parse: {error.error_count()} errors"]
+            )
+        if check.signature:
+            verified = Cond(A.VERIFIED, False, V.SIGNATURE_INVALID, "; ".join(check.signature)[:1024])
+        elif check.provenance:
+            verified = Cond(A.VERIFIED, False, V.DIGEST_MISMATCH, "; ".join(check.provenance)[:1024])
+        else:
+            verified = Cond(
+                A.VERIFIED, True, V.SIGNATURE_VALID, f"signed by {key_id}; digests and provenance agree"
+            )
+    generation = int(meta.get("generation", 1))
+    return {
+        "phase": "Verified" if verified.status else "VerificationFailed",
+        "observedGeneration": generation,
+        "conditions": merge_conditions(old.get("conditions") or [], [verified], generation, now),
+        "verification": {
+            "verified": verified.status,
+            "verifiedAt": now.strftime(TIME_FORMAT),
+            "message": verified.message,
+        },
+    }
+
+
 @dataclass
 class ArtifactKeeper:
     kube: KubeClient
@@ -60,6 +108,7 @@ class ArtifactKeeper:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         await self._record_decisions(body)
+        await self._verify(body)
         due = due_at(body)
         timer = self._timers.pop(key, None)
         if timer is not None:
@@ -72,6 +121,28 @@ class ArtifactKeeper:
             self._timers[key] = loop.call_later(wait, lambda: loop.create_task(self._expire(dict(body))))
             return
         await self._expire(body)
+
+    async def _verify(self, body: Mapping[str, Any]) -> None:
+        """Writes status once per generation (a promotion bumps it, and is checked again)."""
+        meta = body["metadata"]
+        if (body.get("status") or {}).get("observedGeneration") == meta.get("generation"):
+            return
+        try:
+            signer = await self.keys.signer()
+            status = await threads.run_in(
+                threads.SIGNING,
+                verified_status,
+                body,
+                signer.key_id,
+                signer.public_key_pem,
+                datetime.now(UTC),
+            )
+            await self.kube.patch_status(
+                "ModelArtifact", meta["name"], meta["namespace"], status, meta["resourceVersion"]
+            )
+        except (ApiError, OSError, TimeoutError, VaultProblem, SigningError) as error:
+            # Conflict included: the newer version's event verifies again.
+            log.warning("artifact %s/%s not verified yet: %s", meta["namespace"], meta["name"], error)
 
     def forget(self, namespace: str, name: str, uid: str | None) -> None:
         timer = self._timers.pop((namespace, name), None)

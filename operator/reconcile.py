@@ -524,13 +524,21 @@ class Controller:
             if conflict is None:
                 await self._ensure_namespace(domain)
             old = dict(body.get("status") or {})
-            new = workspaces.domain_status(domain, old, conflict is None, datetime.now(UTC))
+            new = workspaces.domain_status(
+                domain, old, conflict is None, self._jobs_using(domain.metadata["name"]), datetime.now(UTC)
+            )
             if new != old:
                 name, version = domain.metadata["name"], body["metadata"]["resourceVersion"]
                 await self.kube.patch_status("DataDomain", name, None, new, version)
         except (ValidationError, ApiError, OSError, TimeoutError) as error:
             # Its jobs make the namespace when they need it; the status waits for the next event.
             log.warning("DataDomain %s: %s", body["metadata"]["name"], error)
+
+    def _jobs_using(self, name: str) -> int:
+        assert self.snapshot is not None
+        return sum(
+            1 for store in list(self.snapshot.finetunejobs().values()) for job in store if job.domain == name
+        )
 
     async def _ensure_namespace(self, domain: DataDomain) -> None:
         """Makes the domain's workload namespace once, with its default-deny policy and the

@@ -48,9 +48,11 @@ async def ensure(kube: KubeClient, domain: DataDomain) -> bool:
     return True
 
 
-def domain_status(domain: DataDomain, old: Mapping[str, Any], ours: bool, now: datetime) -> dict[str, Any]:
-    """The domain's status after ``ensure``: its workload namespace, and Ready saying whether
-    jobs can run there."""
+def domain_status(
+    domain: DataDomain, old: Mapping[str, Any], ours: bool, jobs_using: int, now: datetime
+) -> dict[str, Any]:
+    """The domain's status after ``ensure``: its workload namespace, Ready saying whether jobs
+    can run there, and how many FineTuneJobs name it."""
     namespace = domain_namespace(domain)
     cond = (
         Cond(
@@ -75,5 +77,6 @@ def domain_status(domain: DataDomain, old: Mapping[str, Any], ours: bool, now: d
         "phase": "Ready" if ours else "NotReady",
         "observedGeneration": generation,
         "workloadNamespace": namespace,
+        "jobsUsing": jobs_using,
         "conditions": merge_conditions(old.get("conditions") or [], [cond], generation, now),
     }

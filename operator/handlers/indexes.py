@@ -89,12 +89,28 @@ async def start_informers(memo: kopf.Memo) -> None:
     informers = (memo.finetunejobs, memo.batch_jobs, memo.pods)
     memo.informing = [asyncio.create_task(i.run()) for i in informers]
     await asyncio.gather(*(i.synced.wait() for i in informers))
+    memo.informing.append(asyncio.create_task(count_domain_jobs(ctl)))
+
+
+async def count_domain_jobs(ctl: Controller) -> None:
+    """Each DataDomain's status.jobsUsing, counted once a minute (written only when it moved)
+    rather than on every job's arrival, which would double the writes of a burst of jobs."""
+    while True:
+        await asyncio.sleep(DOMAIN_COUNT_SECONDS)
+        if ctl.snapshot is None:
+            continue  # not bound yet, or standing by
+        for store in list(ctl.snapshot.domains().values()):
+            for body in list(store):
+                await ctl.domain_changed(body)
 
 
 async def stop_informers(memo: kopf.Memo) -> None:
     for task in memo.informing:
         task.cancel()
     await asyncio.gather(*memo.informing, return_exceptions=True)
+
+
+DOMAIN_COUNT_SECONDS = 60
 
 
 def controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
