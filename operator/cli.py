@@ -3,7 +3,7 @@
     sealtune verify  ARTIFACT [--files DIR] [--public-key PEM]
     sealtune export  ARTIFACT DIR --files SRC [--public-key PEM]
     sealtune lineage ARTIFACT
-    sealtune approve ARTIFACT --reason R [--approver ID] [--public-key PEM]
+    sealtune approve ARTIFACT --reason R [--public-key PEM]
     sealtune revoke  ARTIFACT --reason R
     sealtune audit verify FILE
     sealtune dataset COMMAND ...    (encrypt, digest, verify; see ``sealtune dataset --help``)
@@ -505,7 +505,7 @@ def approve(ctx: Context) -> Outcome:
         return _refused(artifact, check, headline, approved=False)
     approval = _decision(
         Approval,
-        approver=ctx.args.approver or ctx.cluster.whoami(),
+        approver=ctx.cluster.whoami(),
         reason=ctx.args.reason,
         approved_at=datetime.now(UTC),
     )
@@ -630,7 +630,6 @@ def parser() -> argparse.ArgumentParser:
     one = verbs.add_parser("approve", parents=[common], help="move a verified Candidate to Approved")
     one.add_argument("artifact", help="a ModelArtifact's name")
     one.add_argument("--reason", required=True, help="why, e.g. the review or ticket")
-    one.add_argument("--approver", help="who approves (default: your user name, as the API server knows it)")
     one.add_argument("--public-key", metavar="PEM", help=key_help)
 
     one = verbs.add_parser("revoke", parents=[common], help="withdraw an artifact; final")

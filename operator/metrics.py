@@ -228,7 +228,7 @@ class StateCollector(Collector):
                     reason = conditions.get("Failed", {}).get("reason", "")
                     failed.add_metric([namespace, name, reason], 1)
                 published = conditions.get("Published", {})
-                if published.get("status") == "False" and published.get("reason") == "GatesFailed":
+                if published.get("reason") == "GatesFailed":
                     gates.add_metric([namespace, name], 1)
                 due.extend(_overdue(status, now))
         for phase, count in counts.items():
@@ -259,8 +259,8 @@ class StateCollector(Collector):
             ),
             GaugeMetricFamily(
                 "sealtune_finetunejob_gates_failed",
-                "1 for each FineTuneJob whose evaluation gates refused publication (Published=False, "
-                "GatesFailed).",
+                "1 for each FineTuneJob whose artifact failed an evaluation gate (Published reason "
+                "GatesFailed): a Candidate that cannot be approved.",
                 labels=["namespace", "name"],
             ),
             GaugeMetricFamily(

@@ -19,6 +19,8 @@ LABEL_WORKLOAD_OF = "sealtune.dev/workload-of"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sealtune", "app.kubernetes.io/part-of": "sealtune"}
 ANNOTATION_DESIRED_HASH = "sealtune.dev/companions-hash"
+ANNOTATION_REQUESTED_BY = "sealtune.dev/requested-by"
+"""On a FineTuneJob: the user who created it, stamped by admission (builders/result_admission.py)."""
 """On the Job: the hash of its companions' desired state when they were last applied."""
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 UID_CHARS = 8

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import provenance, signing, threads
+from . import gates, provenance, signing, threads
 from .adapters.kube import ApiError, KubeClient
 from .api.v1alpha1 import DataDomain, FineTuneJob
 from .api.v1alpha1.conditions import JobConditionType as T
@@ -18,13 +18,13 @@ from .api.v1alpha1.conditions import PublishedReason as R
 from .api.v1alpha1.modelartifact import FileDigest, Hyperparameters, Signature
 from .builders.meta import workload_of
 from .keys import OperatorKeys
+from .names import ANNOTATION_REQUESTED_BY
 from .observe import PodObservation
 from .settings import Settings
 from .status import Cond, result_summary
 
 log = logging.getLogger(__name__)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-AUTO_APPROVER = "system:sealtune-operator"
 
 
 class NotPublishable(Exception):
@@ -56,19 +56,19 @@ def checked_files(job: FineTuneJob, domain: DataDomain, result: Mapping[str, Any
     return files
 
 
-def stage_of(domain: DataDomain, result: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """Candidate, or Approved when every gate passed and the domain approves automatically."""
-    gates = result.get("gates") or []
-    passed = bool(result.get("gatesPassed")) and all(g.get("passed") for g in gates)
-    if not (passed and domain.spec.auto_approve):
-        return {"stage": "Candidate"}
-    approval = {
-        "approver": AUTO_APPROVER,
+def auto_approval(
+    domain: DataDomain, outcomes: Sequence[Mapping[str, Any]], approver: str, now: datetime
+) -> dict[str, Any] | None:
+    """The approval the operator appends, as ``approver`` (its own user name: admission refuses
+    any other), when every gate passed and the domain approves automatically; else None."""
+    if not (domain.spec.auto_approve and all(o["passed"] for o in outcomes)):
+        return None
+    return {
+        "approver": approver,
         "approvedAt": now.strftime(TIME_FORMAT),
-        "reason": f"every gate passed ({', '.join(g['name'] for g in gates) or 'none declared'}) "
+        "reason": f"every gate passed ({', '.join(o['name'] for o in outcomes)}) "
         "and the domain approves automatically",
     }
-    return {"stage": "Approved", "approvals": [approval]}
 
 
 def model_artifact(
@@ -89,7 +89,8 @@ def model_artifact(
     output = job.spec.output.storage
     run_dir = workload_of(job, domain).output_dir
     storage_path = run_dir if output.path in (".", "") else f"{output.path}/{run_dir}"
-    summary = result_summary(dict(result))
+    outcomes = gates.judge(job, result)
+    summary = {**result_summary(dict(result)), "gates": outcomes}
     hyperparameters = Hyperparameters(
         method=job.spec.method,
         training=job.spec.training,
@@ -117,6 +118,7 @@ def model_artifact(
             "source": {
                 "job": {"name": job_name, "uid": job.metadata["uid"]},
                 "domain": {"name": domain.metadata["name"], "uid": domain.metadata.get("uid", "")},
+                **({"requestedBy": requested_by} if (requested_by := requester(job)) else {}),
             },
             "storage": {"claimName": output.claim_name, "path": storage_path},
             "digests": {
@@ -126,16 +128,22 @@ def model_artifact(
                 "files": [f.to_json() for f in files],
             },
             "hyperparameters": hyperparameters.to_json(),
-            "evaluation": {"results": summary, "passed": bool(result.get("gatesPassed"))},
+            "evaluation": {"results": summary, "passed": not gates.failed(outcomes)},
             "provenance": statement,
             "signature": signature.to_json(),
             "retention": {
                 "keepFor": domain.spec.retention.artifacts,
                 "pinWhileApproved": domain.spec.retention.pin_approved_artifacts,
             },
+            "allowSelfApproval": domain.spec.allow_self_approval,
         },
-        "promotion": stage_of(domain, result, now),
+        "promotion": {"stage": "Candidate"},
     }
+
+
+def requester(job: FineTuneJob) -> str | None:
+    """Who created the job, as admission stamped it (builders/result_admission.py)."""
+    return (job.metadata.get("annotations") or {}).get(ANNOTATION_REQUESTED_BY) or None
 
 
 def run_of(pods: Sequence[PodObservation], status: Mapping[str, Any], settings: Settings) -> provenance.Run:
@@ -164,6 +172,8 @@ class Publisher:
     settings: Settings
     kube: KubeClient
     keys: OperatorKeys
+    approver: str = ""
+    """The operator's own user name, which auto-approvals carry; empty approves nothing."""
 
     async def publish(
         self,
@@ -206,7 +216,44 @@ class Publisher:
                     "another spec.output.artifactName"
                 )
                 return Cond(T.PUBLISHED, False, R.ARTIFACT_NAME_TAKEN, message), None
-        stage = (created.get("promotion") or body["promotion"])["stage"]
-        message = f"ModelArtifact {name} signed with {signer.key_id}; stage {stage}"
+        outcomes = body["spec"]["evaluation"]["results"]["gates"]
+        stage = await self._approve(created, domain, outcomes, now)
         ref = {"name": name, "uid": created["metadata"]["uid"]}
+        failed = gates.failed(outcomes)
+        if failed:
+            message = (
+                f"ModelArtifact {name} signed with {signer.key_id} as a Candidate that cannot be "
+                f"approved: gates {', '.join(failed)} failed"
+            )
+            return Cond(T.PUBLISHED, True, R.GATES_FAILED, message), ref
+        message = f"ModelArtifact {name} signed with {signer.key_id}; stage {stage}"
         return Cond(T.PUBLISHED, True, R.ARTIFACT_PUBLISHED, message), ref
+
+    async def _approve(
+        self,
+        artifact: Mapping[str, Any],
+        domain: DataDomain,
+        outcomes: Sequence[Mapping[str, Any]],
+        now: datetime,
+    ) -> str:
+        """Appends the operator's approval where the domain approves automatically (an artifact
+        is always created a Candidate); returns the stage."""
+        promotion = artifact.get("promotion") or {}
+        stage = str(promotion.get("stage", "Candidate"))
+        approval = auto_approval(domain, outcomes, self.approver, now) if self.approver else None
+        if stage != "Candidate" or approval is None:
+            return stage
+        meta = artifact["metadata"]
+        patch = {
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "promotion": {"stage": "Approved", "approvals": [*promotion.get("approvals", []), approval]},
+        }
+        try:
+            await self.kube.merge_patch("ModelArtifact", meta["name"], meta["namespace"], patch)
+        except ApiError as refusal:
+            if refusal.status not in (403, 422):
+                raise
+            # Admission's answer does not change on retry (e.g. the operator requested the job).
+            log.warning("auto-approval of ModelArtifact %s refused: %s", meta["name"], refusal)
+            return stage
+        return "Approved"

@@ -51,6 +51,16 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
         "validatingadmissionpolicybindings",
         False,
     ),
+    "MutatingAdmissionPolicy": (
+        "/apis/admissionregistration.k8s.io/v1beta1",
+        "mutatingadmissionpolicies",
+        False,
+    ),
+    "MutatingAdmissionPolicyBinding": (
+        "/apis/admissionregistration.k8s.io/v1beta1",
+        "mutatingadmissionpolicybindings",
+        False,
+    ),
     "ValidatingWebhookConfiguration": (
         "/apis/admissionregistration.k8s.io/v1",
         "validatingwebhookconfigurations",

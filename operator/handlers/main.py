@@ -17,13 +17,15 @@ import kopf
 
 from .. import metrics
 from ..adapters import webhook_tls
-from ..adapters.kube import KubeClient, load_credentials
+from ..adapters.kube import KubeClient, NotFound, load_credentials
 from ..adapters.vault import VaultAdmin
 from ..artifacts import ArtifactKeeper
 from ..audit import AuditLog
+from ..builders import result_admission
 from ..builders.admission import self_subject_review, username_from_self_subject_review, workload_policies
 from ..custody import Custody
 from ..keys import OperatorKeys
+from ..names import ANNOTATION_REQUESTED_BY
 from ..publication import Publisher
 from ..reconcile import Controller
 from ..settings import Settings
@@ -96,15 +98,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     await audit.start()
     memo.artifacts = ArtifactKeeper(kube, keys, audit)
     memo.vault = vault
+    username = await install_admission_policies(kube)
     memo.controller = Controller(
         settings=ours,
         kube=kube,
         emit=emit,
         custody=Custody(kube, vault, keys, audit),
-        publisher=Publisher(ours, kube, keys),
+        publisher=Publisher(ours, kube, keys, approver=username),
         audit=audit,
     )
-    await guard_workload_namespaces(kube)
     await start_informers(memo)
     if ours.webhook_address:
         host = ours.webhook_host or ours.webhook_address
@@ -118,14 +120,27 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.admission.server = server(ours, memo.admission_kube, host, files)
 
 
-async def guard_workload_namespaces(kube: KubeClient) -> None:
-    """The admission policies every workload namespace is bound to (reconcile.py binds each):
-    only this operator's identity, learnt from the API server itself, makes Jobs there."""
+async def install_admission_policies(kube: KubeClient) -> str:
+    """The admission policies the API server enforces for sealtune (builders/admission.py,
+    builders/result_admission.py), written with the operator's own user name, which a
+    SelfSubjectReview tells it; returns that name."""
     review = await kube.request(
         "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=self_subject_review()
     )
-    for policy in workload_policies(username_from_self_subject_review(review)):
+    username = username_from_self_subject_review(review)
+    for policy in [*workload_policies(username), *result_admission.validating_policies(username)]:
         await kube.apply(policy)
+    try:
+        for policy in result_admission.mutating_policies():
+            await kube.apply(policy)
+    except NotFound:
+        log.warning(
+            "The API server does not serve MutatingAdmissionPolicy (%s): FineTuneJobs must carry "
+            "the annotation %s with their creator's user name, or it refuses them.",
+            result_admission.MUTATING_API_VERSION,
+            ANNOTATION_REQUESTED_BY,
+        )
+    return username
 
 
 @kopf.on.login()

@@ -248,12 +248,10 @@ def test_approve_then_revoke(
         (whoami, "Reviewed evaluation, ticket SEC-1")
     ]
 
-    code, document = sealtune(
-        "approve", "tune-v1", "--reason", "Second review", "--approver", "bob@example.com"
-    )
+    code, document = sealtune("approve", "tune-v1", "--reason", "Second review")
     assert code == cli.EXIT_OK, document
     approvals = stored(kubectl, namespace, "tune-v1")["promotion"]["approvals"]
-    assert [a["approver"] for a in approvals] == [whoami, "bob@example.com"]
+    assert [a["approver"] for a in approvals] == [whoami, whoami]
 
     code, document = sealtune("revoke", "tune-v1", "--reason", "Leaked a canary in red-team review")
     assert code == cli.EXIT_OK, document
@@ -274,7 +272,7 @@ def test_a_candidate_may_be_revoked_but_not_approved_past_failed_gates(
     publish(kubectl, namespace, "gated-v1", write_model(tmp_path / "files"), signer, gates_passed=False)
     code, document = sealtune("approve", "gated-v1", "--reason", "ship it")
     assert code == cli.EXIT_FAILED
-    assert document["error"] == "not approved: evaluation gates failed (maxEvalLoss)"
+    assert document["error"] == "not approved: evaluation gates failed (EvalLoss)"
     assert stored(kubectl, namespace, "gated-v1")["promotion"]["stage"] == "Candidate"
     code, document = sealtune("revoke", "gated-v1", "--reason", "failed its gates")
     assert code == cli.EXIT_OK, document

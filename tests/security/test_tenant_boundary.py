@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import hvac
@@ -27,50 +26,8 @@ from tests.support.cluster import LocalCluster
 from tests.support.kube import apply, get, of_job, pods_of, wait_condition, wait_for, workload_of
 from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess
-from tests.support.tools import render
+from tests.support.tenancy import TENANT, Tenant, refused
 from tests.support.vaultdata import gone, login
-
-TENANT = "alice@team-a.example"
-Tenant = Callable[..., Any]
-
-
-@pytest.fixture(scope="module")
-def tenant_roles(kubectl: Kubectl) -> None:
-    """The chart's tenant roles, aggregated into the built-in view, edit and admin, as a helm
-    install makes them."""
-    roles = render("--show-only", "templates/tenant-roles.yaml")
-    assert {r["kind"] for r in roles} == {"ClusterRole"}
-    apply(kubectl, *roles)
-
-
-@pytest.fixture
-def teams(kubectl: Kubectl, team_namespace: str, tenant_roles: None) -> Iterator[tuple[str, str]]:
-    """Team A (the tenant's: they hold `edit` there) and team B (another team's namespace)."""
-    other = f"{team_namespace[:50]}-b"
-    kubectl("create", "namespace", other)
-    kubectl(
-        "create", "rolebinding", "developers", "--clusterrole=edit", f"--user={TENANT}", "-n", team_namespace
-    )
-    yield team_namespace, other
-    kubectl("delete", "namespace", other, "--wait=false", check=False)
-
-
-@pytest.fixture
-def tenant(kubectl: Kubectl) -> Tenant:
-    """kubectl as the tenant developer."""
-
-    def run(*args: str, **kwargs: Any) -> Any:
-        return kubectl("--as", TENANT, "--as-group", "system:authenticated", *args, **kwargs)
-
-    return run
-
-
-def refused(result: Any, *words: str, what: str = "") -> str:
-    """The stderr of a command the API server refused, which names each of ``words``."""
-    assert result.returncode != 0, f"{what} not refused: {result.stdout}"
-    for word in words:
-        assert word in result.stderr, f"{what}: {result.stderr}"
-    return str(result.stderr)
 
 
 def restricted_pod_spec() -> dict[str, Any]:

@@ -3,6 +3,7 @@ write for them, with consistent digests, hyperparameters, provenance and signatu
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 from sealtune import provenance, publication, signing
 from sealtune.api.v1alpha1 import DataDomain, FineTuneJob, ModelArtifact
 from sealtune.api.v1alpha1.modelartifact import FileDigest
+from sealtune.names import ANNOTATION_REQUESTED_BY
 from sealtune_trainer import manifest
 from tests.support.objects import data_domain, finetune_job
 
@@ -59,9 +61,14 @@ def artifact_manifest(
     *,
     job: dict[str, Any],
     gates_passed: bool = True,
+    requested_by: str = "alice@example.com",
 ) -> dict[str, Any]:
     """The ModelArtifact the publication step writes for the files under ``files``, produced
-    by ``job`` (a FineTuneJob manifest with metadata.uid) and signed by ``signer``."""
+    by ``job`` (a FineTuneJob manifest with metadata.uid, which ``requested_by`` created) and
+    signed by ``signer``. Its one threshold, maxEvalLoss, holds or not as ``gates_passed`` says."""
+    job = copy.deepcopy(job)
+    job["metadata"].setdefault("annotations", {})[ANNOTATION_REQUESTED_BY] = requested_by
+    job["spec"].setdefault("evaluation", {})["maxEvalLoss"] = 2.5 if gates_passed else 1.0
     source = FineTuneJob.model_validate(job)
     digests = file_digests(files)
     manifest_digest = manifest.digest_of({"version": 1, "files": [d.to_json() for d in digests]})
@@ -72,12 +79,6 @@ def artifact_manifest(
         finished_at=datetime(2025, 6, 30, 11, 45, tzinfo=UTC),
         images=(TRAINER_IMAGE,),
     )
-    gate = {
-        "name": "maxEvalLoss",
-        "passed": gates_passed,
-        "value": 1.5,
-        "threshold": 2.5 if gates_passed else 1.0,
-    }
     result = {
         "ok": True,
         "steps": 10,
@@ -85,8 +86,8 @@ def artifact_manifest(
         "evalLoss": 1.5,
         "dataDigest": DATA_DIGEST,
         "manifestDigest": manifest_digest,
-        "gatesPassed": gates_passed,
-        "gates": [gate],
+        "gatesPassed": True,  # the trainer's claim, which the operator does not believe
+        "gates": [{"name": "WeightsChanged", "passed": True, "value": True, "threshold": True}],
     }
     domain = DataDomain.model_validate(
         data_domain(

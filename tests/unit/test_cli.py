@@ -189,7 +189,7 @@ def test_lineage_of_a_file(setup: dict[str, Path], capsys: pytest.CaptureFixture
         "data set       sha256:" + "da" * 32,
         "base model     sha256:" + "ab" * 32 + " from pvc://sealtune-crown-jewels/models/.",
         "ran            2025-06-30T11:00:00Z to 2025-06-30T11:45:00Z",
-        "  maxEvalLoss: passed (1.5 against 2.5)",
+        "  EvalLoss: passed (1.5 against 2.5)",
         "the job's status could not be read",
     ):
         assert expected in out, out

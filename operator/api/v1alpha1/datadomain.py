@@ -353,6 +353,10 @@ class DataDomainSpec(KubeModel):
     """Approve an artifact automatically when all its gates pass. Optional; defaults to false,
     so an approver decides."""
 
+    allow_self_approval: bool = False
+    """Let the user who requested a job approve its artifact (with the approve verb on
+    modelartifacts/promotion). Optional; defaults to false: someone else approves."""
+
 
 DomainPhase = Literal["Ready", "NotReady"]
 
@@ -372,7 +376,8 @@ class DataDomainStatus(KubeModel):
     """The namespace the domain's jobs run in. Optional."""
 
     jobs_using: int | None = Field(None, ge=0)
-    """Number of FineTuneJobs that reference the domain and have not finished. Optional."""
+    """Number of FineTuneJobs that name the domain (finished ones too, until they are deleted),
+    counted again every minute. Optional."""
 
     last_deletion_run: Time | None = None
     """When the operator last applied the domain's retention. Optional."""
@@ -398,7 +403,7 @@ class DataDomain(KubeResource):
             PrinterColumn(
                 "Workload-Namespace", ".status.workloadNamespace", "string", "Where the domain's jobs run."
             ),
-            PrinterColumn("Jobs", ".status.jobsUsing", "integer", "Unfinished jobs using the domain."),
+            PrinterColumn("Jobs", ".status.jobsUsing", "integer", "FineTuneJobs naming the domain."),
             PrinterColumn("Phase", ".status.phase", "string", "Summary of the conditions.", priority=1),
             AGE,
         ),

@@ -39,6 +39,12 @@ class ArtifactSource(KubeModel):
     domain: UIDReference
     """The DataDomain. Required."""
 
+    requested_by: str | None = Field(None, max_length=256)
+    """The user who created the FineTuneJob (its sealtune.dev/requested-by annotation, which
+    admission stamps and keeps). That user may not approve the artifact unless
+    spec.allowSelfApproval. Optional; unset when unknown, and then only self-approval admits
+    an approval."""
+
 
 class FileDigest(KubeModel):
     """One output file and its digest, as listed in the signed manifest."""
@@ -154,12 +160,17 @@ class ModelArtifactSpec(KubeModel):
     retention: ArtifactRetention
     """When the artifact is deleted. Required."""
 
+    allow_self_approval: bool = False
+    """Whether the job's requester may approve it: the DataDomain's spec.allowSelfApproval when
+    the artifact was published. Optional; defaults to false."""
+
 
 class Approval(KubeModel):
     """A person's (or the operator's, for auto-approval) decision to approve the artifact."""
 
     approver: str = Field(min_length=1, max_length=256)
-    """Who approved: a Kubernetes user name, or system:serviceaccount:... for the operator. Required."""
+    """Who approved: the user name the API server authenticated for the request that added the
+    approval (admission refuses any other), system:serviceaccount:... for the operator. Required."""
 
     approved_at: Time
     """When. Required."""

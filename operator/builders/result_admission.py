@@ -1,0 +1,273 @@
+"""Who asked, who approves: admission policies the API server enforces on FineTuneJobs and
+ModelArtifacts in every namespace, so they hold while the operator is down.
+
+- ``sealtune-requester`` (a MutatingAdmissionPolicy) stamps each new FineTuneJob with the user
+  who created it, in the annotation ``sealtune.dev/requested-by``; the ValidatingAdmissionPolicy
+  of the same name refuses a creation whose annotation names anyone else (where the mutating
+  policy's API is not served, the user sets it to their own name) and any change to it later.
+  The operator copies it into the job's ModelArtifact, where it decides who may approve.
+- ``sealtune-artifacts``: only the operator creates ModelArtifacts, each as a Candidate with no
+  approvals, and only it writes their status. An approval or revocation is appended by the user
+  who makes the request, under their own name, and needs the verb ``approve`` or ``revoke`` on
+  ``modelartifacts/promotion`` (checked by the API server's authorizer, as
+  CertificateSigningRequest approval checks ``approve`` on ``signers``). Approved needs every
+  gate passed; the job's requester cannot approve unless the domain allowed self-approval when
+  the artifact was published.
+
+Cluster admins (system:masters) are trusted here as everywhere in the threat model: they could
+unbind these policies anyway. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.v1alpha1 import GROUP
+from ..names import ANNOTATION_REQUESTED_BY, MANAGED_BY
+from .admission import MASTERS_GROUP, cel_string
+
+REQUESTER_POLICY = "sealtune-requester"
+ARTIFACT_POLICY = "sealtune-artifacts"
+VALIDATING = (REQUESTER_POLICY, ARTIFACT_POLICY)
+MUTATING = (REQUESTER_POLICY,)
+MUTATING_API_VERSION = "admissionregistration.k8s.io/v1beta1"
+"""MutatingAdmissionPolicy is beta in Kubernetes 1.34 (feature gate MutatingAdmissionPolicy
+and runtime config admissionregistration.k8s.io/v1beta1); GA in 1.36."""
+
+Manifest = dict[str, Any]
+
+_REQUESTED_BY = f"object.metadata.?annotations[{cel_string(ANNOTATION_REQUESTED_BY)}]"
+_ADMIN = f"request.userInfo.?groups.orValue([]).exists(g, g == {cel_string(MASTERS_GROUP)})"
+
+
+def _check(rule: str, policy: str, expression: str, message: str) -> Manifest:
+    """One validation; its message (a CEL expression) starts with ``<policy>/<rule>:``."""
+    return {
+        "expression": expression,
+        "messageExpression": f"{cel_string(f'{policy}/{rule}: ')} + {message}",
+        "reason": "Forbidden",
+    }
+
+
+def _rules(resources: list[str], operations: list[str]) -> list[Manifest]:
+    return [
+        {
+            "apiGroups": [GROUP],
+            "apiVersions": ["*"],
+            "operations": operations,
+            "resources": resources,
+            "scope": "Namespaced",
+        }
+    ]
+
+
+def _validating(
+    name: str, rules: list[Manifest], validations: list[Manifest], variables: list[Manifest]
+) -> Manifest:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": dict(MANAGED_BY)},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"matchPolicy": "Equivalent", "resourceRules": rules},
+            "variables": variables,
+            "validations": validations,
+        },
+    }
+
+
+def requester_mutation() -> Manifest:
+    """Stamps a new FineTuneJob with its creator's user name (server-side apply semantics: the
+    annotation is set, the others stay)."""
+    annotation = cel_string(ANNOTATION_REQUESTED_BY)
+    stamp = "Object{metadata: Object.metadata{annotations: {" + annotation + ": request.userInfo.username}}}"
+    return {
+        "apiVersion": MUTATING_API_VERSION,
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": REQUESTER_POLICY, "labels": dict(MANAGED_BY)},
+        "spec": {
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "matchConstraints": {
+                "matchPolicy": "Equivalent",
+                "resourceRules": _rules(["finetunejobs"], ["CREATE"]),
+            },
+            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": stamp}}],
+        },
+    }
+
+
+def requester_policy() -> Manifest:
+    """The stamp is the creator's own name, and stays."""
+    p = REQUESTER_POLICY
+    return _validating(
+        p,
+        _rules(["finetunejobs"], ["CREATE", "UPDATE"]),
+        [
+            _check(
+                "creator",
+                p,
+                "request.operation != 'CREATE' || variables.requestedBy == request.userInfo.username",
+                f"'metadata.annotations[{ANNOTATION_REQUESTED_BY}] must name the user who creates the "
+                "FineTuneJob, ' + request.userInfo.username + ': remove it (the API server stamps "
+                "it where MutatingAdmissionPolicy is served) or set it to your user name.'",
+            ),
+            _check(
+                "unchanged",
+                p,
+                "request.operation != 'UPDATE' || variables.requestedBy == "
+                f"oldObject.metadata.?annotations[{cel_string(ANNOTATION_REQUESTED_BY)}].orValue('')",
+                f"'metadata.annotations[{ANNOTATION_REQUESTED_BY}] records who created the FineTuneJob "
+                "and cannot change; keep its value.'",
+            ),
+        ],
+        [{"name": "requestedBy", "expression": f"{_REQUESTED_BY}.orValue('')"}],
+    )
+
+
+def _authorized(verb: str) -> str:
+    return (
+        f"authorizer.group({cel_string(GROUP)}).resource('modelartifacts').subresource('promotion')"
+        f".namespace(request.namespace).name(request.name).check({cel_string(verb)}).allowed()"
+    )
+
+
+def artifact_policy(operator_username: str) -> Manifest:
+    """ModelArtifacts: the operator's record, people's decisions (see the module's text)."""
+    if not operator_username:
+        raise ValueError("the operator's user name is empty")
+    p, operator = ARTIFACT_POLICY, cel_string(operator_username)
+    return _validating(
+        p,
+        _rules(["modelartifacts", "modelartifacts/status"], ["CREATE", "UPDATE"]),
+        [
+            _check(
+                "creator",
+                p,
+                f"request.operation != 'CREATE' || variables.operator || {_ADMIN}",
+                "request.userInfo.username + ' may not create ModelArtifacts; the sealtune operator "
+                "publishes each one from the result of a FineTuneJob it ran.'",
+            ),
+            _check(
+                "starts-as-candidate",
+                p,
+                "request.operation != 'CREATE' || (variables.stage == 'Candidate' && "
+                "size(variables.approvals) == 0)",
+                "'a new ModelArtifact starts with promotion.stage Candidate and no approvals; "
+                "approve it afterwards (sealtune approve).'",
+            ),
+            _check(
+                "status-writer",
+                p,
+                f"variables.subresource != 'status' || variables.operator || {_ADMIN}",
+                "request.userInfo.username + ' may not write the status of ModelArtifacts; it is "
+                "the sealtune operator's observation.'",
+            ),
+            _check(
+                "approver-is-requester",
+                p,
+                "variables.added.all(a, a.approver == request.userInfo.username)",
+                "'promotion.approvals: a new approval must name its approver as the user who makes "
+                "the request, ' + request.userInfo.username + '.'",
+            ),
+            _check(
+                "approve-verb",
+                p,
+                f"!variables.approving || {_authorized('approve')}",
+                "request.userInfo.username + ' may not approve ModelArtifacts in ' + "
+                "request.namespace + ': that needs the verb approve on "
+                "modelartifacts/promotion (the chart's approver role).'",
+            ),
+            _check(
+                "gates-passed",
+                p,
+                "variables.stage != 'Approved' || (object.spec.evaluation.passed && "
+                "object.spec.evaluation.results.?gates.orValue([]).all(g, g.passed))",
+                "'promotion.stage Approved needs every evaluation gate passed (spec.evaluation); "
+                "this artifact failed ' + object.spec.evaluation.results.?gates.orValue([])"
+                ".filter(g, !g.passed).map(g, g.name).join(', ') + '. Train again instead.'",
+            ),
+            _check(
+                "no-self-approval",
+                p,
+                "!variables.approving || object.spec.?allowSelfApproval.orValue(false) || "
+                "(variables.requester != '' && variables.requester != request.userInfo.username)",
+                "variables.requester == '' ? 'nobody may approve this ModelArtifact: its job did not "
+                "record who requested it (spec.source.requestedBy), and its domain does not allow "
+                "self-approval.' : request.userInfo.username + ' requested the FineTuneJob that "
+                "made this ModelArtifact and may not approve it; ask another approver, or a domain "
+                "admin to set spec.allowSelfApproval on the DataDomain.'",
+            ),
+            _check(
+                "revoker-is-requester",
+                p,
+                "!variables.revoking || object.promotion.revocation.revoker == request.userInfo.username",
+                "'promotion.revocation.revoker must be the user who makes the request, ' + "
+                "request.userInfo.username + '.'",
+            ),
+            _check(
+                "revoke-verb",
+                p,
+                f"!variables.revoking || {_authorized('revoke')}",
+                "request.userInfo.username + ' may not revoke ModelArtifacts in ' + "
+                "request.namespace + ': that needs the verb revoke on modelartifacts/promotion.'",
+            ),
+        ],
+        [
+            {"name": "subresource", "expression": "request.?subResource.orValue('')"},
+            {"name": "operator", "expression": f"request.userInfo.username == {operator}"},
+            {"name": "stage", "expression": "object.?promotion.?stage.orValue('Candidate')"},
+            {"name": "approvals", "expression": "object.?promotion.?approvals.orValue([])"},
+            {
+                "name": "added",
+                "expression": "request.operation != 'UPDATE' ? [] : variables.approvals.filter(a, "
+                "!(a in oldObject.?promotion.?approvals.orValue([])))",
+            },
+            {
+                "name": "approving",
+                "expression": "size(variables.added) > 0 || (variables.stage == 'Approved' && "
+                "request.operation == 'UPDATE' && oldObject.?promotion.?stage.orValue('Candidate') != "
+                "'Approved')",
+            },
+            {
+                "name": "revoking",
+                "expression": "request.operation == 'UPDATE' && has(object.promotion) && "
+                "has(object.promotion.revocation) && !(has(oldObject.promotion) && "
+                "has(oldObject.promotion.revocation))",
+            },
+            {"name": "requester", "expression": "object.spec.source.?requestedBy.orValue('')"},
+        ],
+    )
+
+
+def _binding(policy: str, kind: str, api_version: str) -> Manifest:
+    """Binds ``policy`` in every namespace."""
+    spec: Manifest = {"policyName": policy}
+    if kind == "ValidatingAdmissionPolicyBinding":
+        spec["validationActions"] = ["Deny"]
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": policy, "labels": dict(MANAGED_BY)},
+        "spec": spec,
+    }
+
+
+def validating_policies(operator_username: str) -> list[Manifest]:
+    """The validating policies and their bindings."""
+    bind = "ValidatingAdmissionPolicyBinding"
+    return [
+        requester_policy(),
+        _binding(REQUESTER_POLICY, bind, "admissionregistration.k8s.io/v1"),
+        artifact_policy(operator_username),
+        _binding(ARTIFACT_POLICY, bind, "admissionregistration.k8s.io/v1"),
+    ]
+
+
+def mutating_policies() -> list[Manifest]:
+    """The requester stamp and its binding (served where MutatingAdmissionPolicy is)."""
+    return [
+        requester_mutation(),
+        _binding(REQUESTER_POLICY, "MutatingAdmissionPolicyBinding", MUTATING_API_VERSION),
+    ]
