@@ -5,10 +5,12 @@ and gets the JSON for ModelArtifact.spec.provenance; ``inconsistencies`` checks 
 statement against the rest of an artifact's spec, and the readers below serve ``sealtune
 lineage``. SLSA's fields, as sealtune fills them:
 
-- subject: the artifact's name and its manifest digest (spec.digests.manifest);
+- subject: the artifact's namespace/name and its manifest digest (spec.digests.manifest);
 - buildDefinition: buildType ``BUILD_TYPE``; externalParameters, the FineTuneJob's spec as
-  the API server stored it; resolvedDependencies, the base model, the data set (the digest
-  the trainer read) and every container image by the digest the kubelet ran;
+  the API server stored it (the hyperparameters); internalParameters, the artifact's identity
+  (namespace, name, the uids of job and domain, the requester), every file digest and the
+  evaluation with each gate's outcome; resolvedDependencies, the base model, the data set (the
+  digest the trainer read) and every container image by the digest the kubelet ran;
 - runDetails: the builder (the sealtune operator and its version) and, as its
   builderDependencies, the nodes and the RuntimeClass: they do not shape the weights but they
   are what the confidentiality guarantee rests on; metadata, the job's uid, start and finish.
@@ -23,7 +25,7 @@ from typing import Any
 
 from sealtune import __version__
 from sealtune.api.v1alpha1.finetunejob import FineTuneJob
-from sealtune.api.v1alpha1.modelartifact import ModelArtifactSpec
+from sealtune.api.v1alpha1.modelartifact import ArtifactSource, Evaluation, FileDigest, ModelArtifactSpec
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -59,6 +61,31 @@ class Run:
     images: Sequence[Image]
 
 
+def internal_parameters(
+    namespace: str,
+    name: str,
+    *,
+    source: ArtifactSource,
+    evaluation: Evaluation,
+    files: Sequence[FileDigest],
+    allow_self_approval: bool,
+) -> dict[str, Any]:
+    """What the signature binds besides SLSA's own fields: the artifact's identity (namespace,
+    name, the uids of its job and domain, who requested the job), every file digest and the
+    evaluation with each gate's outcome, as the artifact's spec states them."""
+    return {
+        "artifact": {"namespace": namespace, "name": name},
+        "source": source.to_json(),
+        "allowSelfApproval": allow_self_approval,
+        "evaluation": evaluation.to_json(),
+        "files": [f.to_json() for f in files],
+    }
+
+
+def subject_name(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
 def statement(
     *,
     artifact_name: str,
@@ -67,10 +94,12 @@ def statement(
     data_digest: str,
     run: Run,
     workload_namespace: str,
+    internal: Mapping[str, Any],
     version: str = __version__,
 ) -> dict[str, Any]:
     """The provenance statement of the artifact ``artifact_name`` built by ``job``, which ran (and
-    found its base model's claim) in ``workload_namespace``."""
+    found its base model's claim) in ``workload_namespace``; ``internal`` from
+    ``internal_parameters``."""
     namespace = job.metadata.get("namespace", "")
     base = job.spec.base_model
     if base.pvc is not None:
@@ -93,12 +122,13 @@ def statement(
         )
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": artifact_name, "digest": _digest(manifest_digest)}],
+        "subject": [{"name": subject_name(namespace, artifact_name), "digest": _digest(manifest_digest)}],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": job.spec.to_json(),
+                "internalParameters": dict(internal),
                 "resolvedDependencies": dependencies,
             },
             "runDetails": {
@@ -117,17 +147,31 @@ def statement(
     }
 
 
-def inconsistencies(provenance: Mapping[str, Any], *, name: str, spec: ModelArtifactSpec) -> list[str]:
+def inconsistencies(
+    provenance: Mapping[str, Any], *, namespace: str, name: str, spec: ModelArtifactSpec
+) -> list[str]:
     """Every way the statement disagrees with the artifact it sits in; empty if none."""
     problems = []
     if provenance.get("_type") != STATEMENT_TYPE:
         problems.append(f"_type is {provenance.get('_type')!r}, expected {STATEMENT_TYPE}")
     if provenance.get("predicateType") != PREDICATE_TYPE:
         problems.append(f"predicateType is {provenance.get('predicateType')!r}, expected {PREDICATE_TYPE}")
-    subject = [{"name": name, "digest": _digest(spec.digests.manifest)}]
+    subject = [{"name": subject_name(namespace, name), "digest": _digest(spec.digests.manifest)}]
     if provenance.get("subject") != subject:
-        problems.append("subject is not the artifact's name and manifest digest")
+        problems.append("subject is not the artifact's namespace, name and manifest digest")
     build = _get(provenance, "predicate", "buildDefinition")
+    internal = build.get("internalParameters")
+    bound = internal_parameters(
+        namespace,
+        name,
+        source=spec.source,
+        evaluation=spec.evaluation,
+        files=spec.digests.files,
+        allow_self_approval=spec.allow_self_approval,
+    )
+    for part, value in bound.items():
+        if not isinstance(internal, Mapping) or internal.get(part) != value:
+            problems.append(f"internalParameters.{part} is not this artifact's")
     if build.get("buildType") != BUILD_TYPE:
         problems.append(f"buildType is {build.get('buildType')!r}, expected {BUILD_TYPE}")
     builder_id = _get(provenance, "predicate", "runDetails", "builder").get("id")

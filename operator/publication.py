@@ -15,7 +15,7 @@ from .adapters.kube import ApiError, KubeClient
 from .api.v1alpha1 import DataDomain, FineTuneJob
 from .api.v1alpha1.conditions import JobConditionType as T
 from .api.v1alpha1.conditions import PublishedReason as R
-from .api.v1alpha1.modelartifact import FileDigest, Hyperparameters, Signature
+from .api.v1alpha1.modelartifact import ArtifactSource, Evaluation, FileDigest, Hyperparameters, Signature
 from .builders.meta import workload_of
 from .keys import OperatorKeys
 from .names import ANNOTATION_REQUESTED_BY
@@ -91,6 +91,20 @@ def model_artifact(
     storage_path = run_dir if output.path in (".", "") else f"{output.path}/{run_dir}"
     outcomes = gates.judge(job, result)
     summary = {**result_summary(dict(result)), "gates": outcomes}
+    source: dict[str, Any] = {
+        "job": {"name": job_name, "uid": job.metadata["uid"]},
+        "domain": {"name": domain.metadata["name"], "uid": domain.metadata.get("uid", "")},
+        **({"requestedBy": requested_by} if (requested_by := requester(job)) else {}),
+    }
+    evaluation = {"results": summary, "passed": not gates.failed(outcomes)}
+    internal = provenance.internal_parameters(
+        namespace,
+        name,
+        source=ArtifactSource.model_validate(source),
+        evaluation=Evaluation.model_validate(evaluation),
+        files=files,
+        allow_self_approval=domain.spec.allow_self_approval,
+    )
     hyperparameters = Hyperparameters(
         method=job.spec.method,
         training=job.spec.training,
@@ -105,6 +119,7 @@ def model_artifact(
         data_digest=result["dataDigest"],
         run=run,
         workload_namespace=workload_of(job, domain).namespace,
+        internal=internal,
     )
     return {
         "apiVersion": "sealtune.dev/v1alpha1",
@@ -115,11 +130,7 @@ def model_artifact(
             "labels": {"sealtune.dev/finetunejob": job_name, "sealtune.dev/domain": domain.metadata["name"]},
         },
         "spec": {
-            "source": {
-                "job": {"name": job_name, "uid": job.metadata["uid"]},
-                "domain": {"name": domain.metadata["name"], "uid": domain.metadata.get("uid", "")},
-                **({"requestedBy": requested_by} if (requested_by := requester(job)) else {}),
-            },
+            "source": source,
             "storage": {"claimName": output.claim_name, "path": storage_path},
             "digests": {
                 "baseModel": job.spec.base_model.digest,
@@ -128,7 +139,7 @@ def model_artifact(
                 "files": [f.to_json() for f in files],
             },
             "hyperparameters": hyperparameters.to_json(),
-            "evaluation": {"results": summary, "passed": not gates.failed(outcomes)},
+            "evaluation": evaluation,
             "provenance": statement,
             "signature": signature.to_json(),
             "retention": {
@@ -139,6 +150,11 @@ def model_artifact(
         },
         "promotion": {"stage": "Candidate"},
     }
+
+
+def sign_provenance(body: dict[str, Any], signer: signing.KeySigner) -> None:
+    """Adds the signed statement to ``body``, a ModelArtifact from ``model_artifact``."""
+    body["spec"]["signature"]["provenance"] = signing.sign_statement(body["spec"]["provenance"], signer)
 
 
 def requester(job: FineTuneJob) -> str | None:
@@ -192,7 +208,9 @@ class Publisher:
         now = datetime.now(UTC)
         name, namespace = job.spec.output.artifact_name or job.metadata["name"], job.metadata["namespace"]
         signer = await self.keys.signer()
-        signature = await threads.run_in(threads.SIGNING, signing.sign_files, files, signer, name=name)
+        signature = await threads.run_in(
+            threads.SIGNING, signing.sign_files, files, signer, name=provenance.subject_name(namespace, name)
+        )
         body = model_artifact(
             job,
             domain,
@@ -203,6 +221,7 @@ class Publisher:
             now=now,
             name=name,
         )
+        await threads.run_in(threads.SIGNING, sign_provenance, body, signer)
         try:
             created = await self.kube.create(body)
         except ApiError as exc:

@@ -56,6 +56,8 @@ start_etcd() {
   wait_for etcd 60 curl -fsS "http://127.0.0.1:$SEALTUNE_ETCD_PORT/health"
 }
 
+# MutatingAdmissionPolicy (beta in 1.34, GA in 1.36) stamps each FineTuneJob with its creator
+# (builders/result_admission.py).
 start_kube-apiserver() {
   daemon kube-apiserver "$KUBE_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$SEALTUNE_ETCD_PORT" \
@@ -74,6 +76,8 @@ start_kube-apiserver() {
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --authorization-mode Node,RBAC \
     --enable-admission-plugins NodeRestriction \
+    --feature-gates MutatingAdmissionPolicy=true \
+    --runtime-config admissionregistration.k8s.io/v1beta1=true \
     --enable-bootstrap-token-auth \
     --allow-privileged=true --profiling=false \
     --max-requests-inflight 800 --max-mutating-requests-inflight 400 \

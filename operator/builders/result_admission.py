@@ -44,7 +44,7 @@ def _check(rule: str, policy: str, expression: str, message: str) -> Manifest:
     """One validation; its message (a CEL expression) starts with ``<policy>/<rule>:``."""
     return {
         "expression": expression,
-        "messageExpression": f"{cel_string(f'{policy}/{rule}: ')} + {message}",
+        "messageExpression": f"{cel_string(f'{policy}/{rule}: ')} + ({message})",
         "reason": "Forbidden",
     }
 
@@ -162,7 +162,7 @@ def artifact_policy(operator_username: str) -> Manifest:
                 p,
                 f"variables.subresource != 'status' || variables.operator || {_ADMIN}",
                 "request.userInfo.username + ' may not write the status of ModelArtifacts; it is "
-                "the sealtune operator's observation.'",
+                "what the sealtune operator observed.'",
             ),
             _check(
                 "approver-is-requester",
@@ -177,7 +177,7 @@ def artifact_policy(operator_username: str) -> Manifest:
                 f"!variables.approving || {_authorized('approve')}",
                 "request.userInfo.username + ' may not approve ModelArtifacts in ' + "
                 "request.namespace + ': that needs the verb approve on "
-                "modelartifacts/promotion (the chart's approver role).'",
+                "modelartifacts/promotion (the approver role of the chart).'",
             ),
             _check(
                 "gates-passed",

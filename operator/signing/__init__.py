@@ -7,7 +7,8 @@ Vault transit (``TransitSigner``) or in a Secret only the operator reads (``PemS
 Verification uses the library too: ``signed_files`` checks a bundle's signature and returns
 what it signs; ``verify_directory`` also rehashes a directory the way ``model_signing verify
 key DIR --signature DIR/model.sig --public_key KEY`` does, and names every file that differs.
-``check_artifact`` checks a whole ModelArtifact record: signature, file list, provenance.
+``sign_statement`` signs the provenance statement (a DSSE envelope, the same key), and
+``check_artifact`` checks a whole ModelArtifact record: both signatures, file list, provenance.
 
 Public keys are published in the ConfigMap ``PUBLIC_KEY_CONFIGMAP`` (entry
 ``PUBLIC_KEY_ENTRY``) in the operator's namespace.
@@ -25,6 +26,7 @@ from .bundles import (
 )
 from .errors import SigningError, VerificationError
 from .signers import KeySigner, PemSigner, TransitSigner, new_private_key_pem
+from .statements import sign_statement, signed_statement
 
 PUBLIC_KEY_CONFIGMAP = "sealtune-signing-key"
 """ConfigMap in the operator's namespace that publishes the signing public key."""
@@ -48,6 +50,8 @@ __all__ = [
     "check_path",
     "new_private_key_pem",
     "sign_files",
+    "sign_statement",
     "signed_files",
+    "signed_statement",
     "verify_directory",
 ]

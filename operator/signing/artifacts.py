@@ -13,6 +13,7 @@ from sealtune.api.v1alpha1.modelartifact import ModelArtifact
 
 from .bundles import SignedManifest, signed_files, verify_directory
 from .errors import VerificationError
+from .statements import signed_statement
 
 
 @dataclass
@@ -37,14 +38,16 @@ def check_artifact(
 ) -> ArtifactCheck:
     """Checks ``artifact`` with the signer's public key, and the files in ``files`` if given."""
     spec, name = artifact.spec, str(artifact.metadata.get("name", ""))
+    namespace = str(artifact.metadata.get("namespace", ""))
     check = ArtifactCheck()
     try:
         check.signed = signed_files(spec.signature.bundle, public_key_pem)
     except VerificationError as exc:
         check.signature.append(str(exc))
     if check.signed is not None:
-        if check.signed.name != name:
-            check.signature.append(f"the bundle signs model {check.signed.name!r}, not {name!r}")
+        subject = provenance.subject_name(namespace, name)
+        if check.signed.name != subject:
+            check.signature.append(f"the bundle signs model {check.signed.name!r}, not {subject!r}")
         listed = {f.path: f.sha256 for f in spec.digests.files}
         for path in sorted(listed.keys() - check.signed.files.keys()):
             check.signature.append(f"{path}: listed in spec.digests.files but not signed")
@@ -53,7 +56,14 @@ def check_artifact(
         for path in sorted(listed.keys() & check.signed.files.keys()):
             if listed[path] != check.signed.files[path]:
                 check.signature.append(f"{path}: spec.digests.files and the signature disagree on its sha256")
-    check.provenance = provenance.inconsistencies(spec.provenance, name=name, spec=spec)
+    try:
+        if spec.signature.provenance is None:
+            raise VerificationError("spec.signature.provenance is missing: the statement is not signed")
+        if signed_statement(spec.signature.provenance, public_key_pem) != spec.provenance:
+            check.signature.append("the signed provenance statement is not spec.provenance")
+    except VerificationError as exc:
+        check.signature.append(str(exc))
+    check.provenance = provenance.inconsistencies(spec.provenance, namespace=namespace, name=name, spec=spec)
     results = spec.evaluation.results
     if results.manifest_digest not in (None, spec.digests.manifest):
         check.provenance.append("evaluation.results.manifestDigest is not spec.digests.manifest")

@@ -50,7 +50,7 @@ def people(
 ) -> Iterator[dict[str, Path]]:
     """Kubeconfigs of the tenant (who also holds the approver role: the self-approval rule, not
     RBAC, is what stops them), the approver, and the careless writer (a Role that grants
-    create, update and patch on ModelArtifacts and their status). The operator running means
+    get, create, update and patch on ModelArtifacts and their status). The operator running means
     its admission policies are installed."""
     ours, _ = teams
     for user in (TENANT, APPROVER):
@@ -65,7 +65,7 @@ def people(
             ours,
         )
     kubectl(
-        "create", "role", "careless", "--verb=create,update,patch", "--resource=modelartifacts",
+        "create", "role", "careless", "--verb=get,create,update,patch", "--resource=modelartifacts",
         "--resource=modelartifacts/status", "-n", ours,
     )  # fmt: skip
     kubectl("create", "rolebinding", "careless", "--role=careless", f"--user={WRITER}", "-n", ours)
@@ -81,10 +81,10 @@ def acting(people: dict[str, Path], kubectl: Kubectl) -> As:
     return run
 
 
-def sealtune(people: dict[str, Path], user: str, key: Path, *args: str) -> tuple[int, dict[str, Any]]:
+def sealtune(people: dict[str, Path], user: str, *args: str | Path) -> tuple[int, dict[str, Any]]:
     """The `sealtune` CLI as ``user``, with -o json."""
     result = subprocess.run(
-        [str(SEALTUNE), *args, "--kubeconfig", str(people[user]), "--public-key", str(key), "-o", "json"],
+        [str(SEALTUNE), *map(str, args), "--kubeconfig", str(people[user]), "-o", "json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -105,7 +105,9 @@ def published(
 
 
 def promotion_patch(artifact: dict[str, Any], **promotion: Any) -> list[str]:
-    patch = {"metadata": {"resourceVersion": artifact["metadata"]["resourceVersion"]}, "promotion": promotion}
+    """kubectl's arguments for a merge patch of the artifact's promotion (no resourceVersion:
+    the operator writes the artifact's status meanwhile)."""
+    patch = {"promotion": promotion}
     return ["patch", "modelartifact", artifact["metadata"]["name"], "-n", artifact["metadata"]["namespace"],
             "--type=merge", "--patch", json.dumps(patch)]  # fmt: skip
 
@@ -160,7 +162,8 @@ def test_only_the_operator_publishes_artifacts_and_writes_their_status(
         "modelartifacts/promotion",
         what="an approval without the verb",
     )
-    assert get(kubectl, "modelartifact", name, "-n", ours)["promotion"] == {"stage": "Candidate"}
+    promotion = get(kubectl, "modelartifact", name, "-n", ours)["promotion"]
+    assert promotion["stage"] == "Candidate" and not promotion.get("approvals")
 
 
 def test_an_approval_is_the_requesting_users_and_never_the_requesters(
@@ -177,7 +180,9 @@ def test_an_approval_is_the_requesting_users_and_never_the_requesters(
     artifact = published(kubectl, ours, "tune-v1", signer, tmp_path / "files")
 
     # The tenant requested the job: holding the verb does not let them approve its artifact.
-    code, document = sealtune(people, TENANT, key, "approve", "tune-v1", "-n", ours, "--reason", "mine")
+    code, document = sealtune(
+        people, TENANT, "approve", "tune-v1", "-n", ours, "--reason", "mine", "--public-key", key
+    )
     assert code == 3 and "sealtune-artifacts/no-self-approval" in document["error"], document
     # The approver cannot write someone else's name into the record.
     refused(
@@ -188,7 +193,9 @@ def test_an_approval_is_the_requesting_users_and_never_the_requesters(
         what="an approval in another's name",
     )
     # The approver, through the CLI: recorded under the name the API server authenticated.
-    code, document = sealtune(people, APPROVER, key, "approve", "tune-v1", "-n", ours, "--reason", "SEC-7")
+    code, document = sealtune(
+        people, APPROVER, "approve", "tune-v1", "-n", ours, "--reason", "SEC-7", "--public-key", key
+    )
     assert code == 0, document
     promotion = get(kubectl, "modelartifact", "tune-v1", "-n", ours)["promotion"]
     assert promotion["stage"] == "Approved"
@@ -202,7 +209,7 @@ def test_an_approval_is_the_requesting_users_and_never_the_requesters(
         "sealtune-artifacts/revoke-verb",
         what="a revocation without the verb",
     )
-    code, document = sealtune(people, APPROVER, key, "revoke", "tune-v1", "-n", ours, "--reason", "leak")
+    code, document = sealtune(people, APPROVER, "revoke", "tune-v1", "-n", ours, "--reason", "leak")
     assert code == 0, document
     assert (
         get(kubectl, "modelartifact", "tune-v1", "-n", ours)["promotion"]["revocation"]["revoker"] == APPROVER

@@ -100,11 +100,14 @@ def artifact_manifest(
         domain,
         result=result,
         files=digests,
-        signature=signing.sign_files(digests, signer, name=name),
+        signature=signing.sign_files(
+            digests, signer, name=provenance.subject_name(source.metadata["namespace"], name)
+        ),
         run=run,
         now=datetime(2025, 6, 30, 11, 46, tzinfo=UTC),
         name=name,
     )
+    publication.sign_provenance(artifact, signer)
     del artifact["promotion"]
     ModelArtifact.model_validate(artifact)
     return artifact

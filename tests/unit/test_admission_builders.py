@@ -12,7 +12,7 @@ import pytest
 
 from sealtune import names
 from sealtune.api.v1alpha1 import DataDomain, FineTuneJob
-from sealtune.builders import admission
+from sealtune.builders import admission, result_admission
 from sealtune.builders.workload import REGION_LABEL, indexed_job
 from sealtune.settings import Settings
 from tests.support.objects import confidential_placement, data_domain, finetune_job
@@ -113,7 +113,10 @@ def expressions(policy: dict[str, Any]) -> list[str]:
 
 
 def test_cel_is_balanced_and_uses_no_field_the_request_may_omit() -> None:
-    for policy in policies().values():
+    results = [
+        p for p in result_admission.validating_policies(OPERATOR) if p["kind"] == "ValidatingAdmissionPolicy"
+    ]
+    for policy in [*policies().values(), *results]:
         for expression in expressions(policy):
             unquoted = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "''", expression)
             assert unquoted.count("(") == unquoted.count(")"), expression

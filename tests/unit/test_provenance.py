@@ -31,6 +31,9 @@ RUN = provenance.Run(
 )
 
 
+INTERNAL = {"artifact": {"namespace": "team-a", "name": "tune-v1"}}
+
+
 def job(base_model: dict[str, Any] | None = None) -> FineTuneJob:
     manifest = job_manifest("tune", "team-a")
     if base_model is not None:
@@ -46,6 +49,7 @@ def statement(source: FineTuneJob | None = None, run: provenance.Run = RUN) -> d
         data_digest=DATA_DIGEST,
         run=run,
         workload_namespace="sealtune-d",
+        internal=INTERNAL,
     )
 
 
@@ -54,10 +58,11 @@ def test_statement_is_an_slsa_v1_provenance() -> None:
     found = statement(source)
     assert found["_type"] == "https://in-toto.io/Statement/v1"
     assert found["predicateType"] == "https://slsa.dev/provenance/v1"
-    assert found["subject"] == [{"name": "tune-v1", "digest": {"sha256": "12" * 32}}]
+    assert found["subject"] == [{"name": "team-a/tune-v1", "digest": {"sha256": "12" * 32}}]
     build = found["predicate"]["buildDefinition"]
     assert build["buildType"] == provenance.BUILD_TYPE
     assert build["externalParameters"] == source.spec.to_json()
+    assert build["internalParameters"] == INTERNAL
     assert build["resolvedDependencies"] == [
         {
             "name": "baseModel",
@@ -108,6 +113,7 @@ def test_the_version_is_the_builders() -> None:
         data_digest=DATA_DIGEST,
         run=RUN,
         workload_namespace="sealtune-d",
+        internal=INTERNAL,
         version="9.9.9",
     )
     assert found["predicate"]["runDetails"]["builder"]["id"] == "https://sealtune.dev/operator@9.9.9"
@@ -133,8 +139,11 @@ def _change(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 def test_a_consistent_statement_has_no_inconsistencies(artifact: ModelArtifact) -> None:
-    name = artifact.metadata["name"]
-    assert provenance.inconsistencies(artifact.spec.provenance, name=name, spec=artifact.spec) == []
+    meta = artifact.metadata
+    found = provenance.inconsistencies(
+        artifact.spec.provenance, namespace=meta["namespace"], name=meta["name"], spec=artifact.spec
+    )
+    assert found == []
 
 
 @pytest.mark.parametrize(
@@ -154,11 +163,39 @@ def test_a_consistent_statement_has_no_inconsistencies(artifact: ModelArtifact) 
         ("predicate.buildDefinition.externalParameters.domainRef.name", "other", "domainRef"),
         ("predicate.runDetails.metadata.invocationId", "another-uid", "invocationId"),
         ("predicate", None, "buildType"),
+        (
+            "predicate.buildDefinition.internalParameters.artifact.namespace",
+            "team-b",
+            "internalParameters.artifact",
+        ),
+        (
+            "predicate.buildDefinition.internalParameters.source.job.uid",
+            "another-uid",
+            "internalParameters.source",
+        ),
+        (
+            "predicate.buildDefinition.internalParameters.evaluation.passed",
+            False,
+            "internalParameters.evaluation",
+        ),
+        (
+            "predicate.buildDefinition.internalParameters.files.0.sha256",
+            "00" * 32,
+            "internalParameters.files",
+        ),
+        (
+            "predicate.buildDefinition.internalParameters.allowSelfApproval",
+            True,
+            "internalParameters.allowSelf",
+        ),
     ],
 )
 def test_each_inconsistency_is_reported(artifact: ModelArtifact, path: str, value: Any, problem: str) -> None:
     changed = _change(artifact.spec.provenance, path, value)
-    problems = provenance.inconsistencies(changed, name=artifact.metadata["name"], spec=artifact.spec)
+    meta = artifact.metadata
+    problems = provenance.inconsistencies(
+        changed, namespace=meta["namespace"], name=meta["name"], spec=artifact.spec
+    )
     assert any(problem in p for p in problems), problems
 
 
@@ -172,6 +209,6 @@ def test_check_artifact_reports_provenance_and_result_digests(
     key = signing.PemSigner(signing.new_private_key_pem()).public_key_pem
     check = signing.check_artifact(changed, key)
     assert check.signature  # another key
-    assert "subject is not the artifact's name and manifest digest" in check.provenance
+    assert "subject is not the artifact's namespace, name and manifest digest" in check.provenance
     assert "evaluation.results.dataDigest is not spec.digests.dataSet" in check.provenance
     assert "evaluation.results.manifestDigest is not spec.digests.manifest" in check.provenance

@@ -239,7 +239,24 @@ def test_check_artifact_ties_signature_spec_and_provenance(signer: signing.PemSi
     assert check.signed is not None and len(check.signed.files) == 3
 
     renamed = artifact.model_copy(update={"metadata": {**artifact.metadata, "name": "other"}})
-    assert any("not 'other'" in p for p in signing.check_artifact(renamed, signer.public_key_pem).signature)
+    assert any(
+        "not 'ml/other'" in p for p in signing.check_artifact(renamed, signer.public_key_pem).signature
+    )
+    # The same record copied into another namespace: both signatures name the original.
+    moved = artifact.model_copy(update={"metadata": {**artifact.metadata, "namespace": "team-b"}})
+    check = signing.check_artifact(moved, signer.public_key_pem)
+    assert any("not 'team-b/support-assistant-v1'" in p for p in check.signature), check
+    assert "internalParameters.artifact is not this artifact's" in check.provenance
+
+    unsigned = artifact.model_copy(deep=True)
+    unsigned.spec.signature.provenance = None
+    assert "the statement is not signed" in " ".join(
+        signing.check_artifact(unsigned, signer.public_key_pem).signature
+    )
+    edited = artifact.model_copy(deep=True)
+    edited.spec.provenance["predicate"]["buildDefinition"]["externalParameters"]["training"]["maxSteps"] = 7
+    problems = signing.check_artifact(edited, signer.public_key_pem).signature
+    assert "the signed provenance statement is not spec.provenance" in problems
 
     listed = artifact.model_copy(deep=True)
     listed.spec.digests.files[0].sha256 = SHA

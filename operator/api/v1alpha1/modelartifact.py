@@ -105,7 +105,8 @@ class Evaluation(KubeModel):
 
 
 class Signature(KubeModel):
-    """The signature over the manifest, in the OpenSSF model_signing format."""
+    """The signatures: over the files, in the OpenSSF model_signing format, and over the
+    provenance statement."""
 
     bundle: str = Field(min_length=1, max_length=65_536)
     """The model_signing (Sigstore) bundle, JSON text. Required."""
@@ -119,6 +120,13 @@ class Signature(KubeModel):
 
     signed_at: Time
     """When the manifest was signed. Required."""
+
+    provenance: str | None = Field(None, min_length=1, max_length=262_144)
+    """spec.provenance signed with the same key: a DSSE envelope (JSON text) around the in-toto
+    statement, which binds the artifact's namespace, name, job and domain uids, every file
+    digest, the data, base-model and image digests, the nodes and RuntimeClass, the
+    hyperparameters and each gate's outcome. The operator always writes it; verification fails
+    without it. Optional only in the schema, so that the files' signature stands alone."""
 
 
 class ArtifactRetention(KubeModel):
