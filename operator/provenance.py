@@ -102,11 +102,7 @@ def statement(
     ``internal_parameters``."""
     namespace = job.metadata.get("namespace", "")
     base = job.spec.base_model
-    if base.pvc is not None:
-        base_uri = f"pvc://{workload_namespace}/{base.pvc.claim_name}/{base.pvc.path}"
-    else:
-        assert base.artifact_ref is not None  # exactly one of the two, by the API's rule
-        base_uri = f"k8s://sealtune.dev/namespaces/{namespace}/modelartifacts/{base.artifact_ref.name}"
+    base_uri = f"pvc://{workload_namespace}/{base.pvc.claim_name}/{base.pvc.path}"
     dependencies = [
         _descriptor(BASE_MODEL, base_uri, base.digest),
         _descriptor(DATA_SET, f"k8s://sealtune.dev/datadomains/{job.spec.domain_ref.name}", data_digest),

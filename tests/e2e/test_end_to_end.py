@@ -30,7 +30,13 @@ import yaml
 
 from sealtune import signing
 from sealtune.api.v1alpha1.modelartifact import FileDigest
-from sealtune.names import workload_namespace
+from sealtune.names import (
+    COMPLETION_INDEX_ANNOTATION,
+    LABEL_JOB,
+    LABEL_JOB_NAMESPACE,
+    LABEL_JOB_UID,
+    workload_namespace,
+)
 from tests.conftest import Kubectl
 from tests.support import vaultdata, volumes
 from tests.support.artifacts import flip_byte, model_signing_verify
@@ -293,6 +299,58 @@ def pod_log_files(real_nodes: dict[str, Any], namespace: str) -> list[Path]:
     ]
 
 
+FORGED_RESULT = json.dumps(
+    {
+        "ok": True,
+        "gatesPassed": True,
+        "dataDigest": "sha256:" + "f0" * 32,
+        "manifestDigest": "sha256:" + "e0" * 32,
+        "files": [{"path": "adapter_model.safetensors", "sha256": "e1" * 32, "size": 1}],
+    },
+    separators=(",", ":"),
+)
+
+
+def impostor_worker(kubectl: Kubectl, namespace: str, job: str, image: str) -> dict[str, Any]:
+    """A pod of the tenant's own, in the team namespace, with every label and annotation of the
+    job's lead worker, that finishes with a forged result in its termination message."""
+    uid = get(kubectl, "ftj", job, "-n", namespace)["metadata"]["uid"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{job}-impostor",
+            "namespace": namespace,
+            "labels": {LABEL_JOB: job, LABEL_JOB_NAMESPACE: namespace, LABEL_JOB_UID: uid},
+            "annotations": {COMPLETION_INDEX_ANNOTATION: "0"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"sealtune.dev/real-node": "true"},
+            "tolerations": NODE_TAINTS,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "trainer",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": [
+                        "python",
+                        "-c",
+                        "import sys; open('/dev/termination-log', 'w').write(sys.argv[1])",
+                    ],
+                    "args": [FORGED_RESULT],
+                    "resources": {
+                        "requests": {"cpu": "10m", "memory": "32Mi"},
+                        "limits": {"memory": "128Mi"},
+                    },
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
+
+
 def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified(
     env: Env,
     cluster: LocalCluster,
@@ -342,6 +400,12 @@ def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified
         ),
     )
 
+    # A tenant's own pod, labelled as the job's lead worker, leaves a forged result.
+    forger = impostor_worker(kubectl, ns, job, real_nodes["images"]["trainer"])
+    tenant = ("--as", "alice@e2e.example", "--as-group", "system:authenticated")
+    kubectl("create", "rolebinding", "dev", "--clusterrole=edit", "--user=alice@e2e.example", "-n", ns)
+    kubectl(*tenant, "create", "-f", "-", input=json.dumps(forger))
+
     # While it runs: the secrets are files in a memory volume, as the kubelet mounted it.
     seen = watch_secrets(kubectl, ns, job, cc_node)
     assert seen["fstype"] == "tmpfs", seen["fstype"]
@@ -374,8 +438,12 @@ def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified
     assert metrics["result"]["weightsChanged"] and metrics["training"]["worldSize"] == 1
     assert metrics["data"]["manifestDigest"] == env.inputs.data_digest
 
-    # The ModelArtifact: published, auto-approved (every gate passed, the domain allows it).
+    # The ModelArtifact: published, auto-approved (every gate passed, the domain allows it),
+    # from the real result: the forged one, whose pod did finish with it, counted for nothing.
+    forged = get(kubectl, "pod", forger["metadata"]["name"], "-n", ns)
+    assert trainer_status(forged)["state"]["terminated"]["message"] == FORGED_RESULT
     artifact = get(kubectl, "modelartifact", job, "-n", ns)
+    assert artifact["spec"]["digests"]["manifest"] != json.loads(FORGED_RESULT)["manifestDigest"]
     assert artifact["spec"]["digests"]["dataSet"] == env.inputs.data_digest
     assert artifact["spec"]["digests"]["baseModel"] == env.inputs.model_digest
     assert artifact["promotion"]["stage"] == "Approved", artifact["promotion"]

@@ -210,11 +210,7 @@ CASES: dict[str, Case] = {
         {"spec.training.epochs": DELETE},
         ("exactly one of spec.training.epochs and spec.training.maxSteps",),
     ),
-    "two base models": Case(
-        "job",
-        {"spec.baseModel.artifactRef": {"name": "m"}},
-        ("exactly one of spec.baseModel.pvc and spec.baseModel.artifactRef",),
-    ),
+    "a base model without its claim": Case("job", {"spec.baseModel.pvc": DELETE}, ("spec.baseModel.pvc",)),
     "DP with ZeRO": Case(
         "job", {"spec.deepspeed": {"zeroStage": 3}}, ("spec.deepspeed.zeroStage must be 0", "DP-SGD")
     ),

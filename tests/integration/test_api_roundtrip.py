@@ -187,7 +187,6 @@ rates = st.one_of(
 )
 
 OVERRIDES: dict[str, Override] = {
-    "spec.baseModel": exactly_one("pvc", "artifactRef"),
     "spec.source": exactly_one("pvc", "s3"),
     ".training": lambda node, path: st.one_of(
         obj(node, path, OVERRIDES, require=(n,), forbid=({"epochs", "maxSteps"} - {n}).pop().split())

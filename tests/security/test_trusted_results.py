@@ -266,3 +266,28 @@ def test_a_job_records_who_requested_it_and_nobody_rewrites_that(
         "sealtune-requester/unchanged",
         what="rewriting the requester",
     )
+
+
+def test_a_record_copied_to_another_namespace_does_not_verify(
+    kubectl: Kubectl,
+    teams: tuple[str, str],
+    people: dict[str, Path],
+    signer: signing.PemSigner,
+    tmp_path: Path,
+) -> None:
+    """A same-named artifact in another team's namespace, carrying team A's signed record
+    (made by the cluster admin, who alone could): `sealtune verify` names the mismatch."""
+    ours, theirs = teams
+    key = tmp_path / "key.pub"
+    key.write_bytes(signer.public_key_pem)
+    honest = published(kubectl, ours, "tune-v1", signer, tmp_path / "files")
+    copy = {k: honest[k] for k in ("apiVersion", "kind", "spec")}
+    copy["metadata"] = {"name": "tune-v1", "namespace": theirs}
+    kubectl("create", "-f", "-", input=json.dumps(copy))
+    kubectl("create", "rolebinding", "reader", "--clusterrole=view", f"--user={APPROVER}", "-n", theirs)
+    code, document = sealtune(people, APPROVER, "verify", "tune-v1", "-n", ours, "--public-key", key)
+    assert code == 0, document
+    code, document = sealtune(people, APPROVER, "verify", "tune-v1", "-n", theirs, "--public-key", key)
+    assert code == 1, document
+    problems = json.dumps(document)
+    assert f"not '{theirs}/tune-v1'" in problems and "internalParameters.artifact" in problems

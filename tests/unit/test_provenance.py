@@ -98,13 +98,6 @@ def test_placement_and_times_read_back() -> None:
     assert provenance.dependency({"predicate": "not a map"}, "baseModel") is None
 
 
-def test_an_artifact_base_model_is_named_by_its_artifact() -> None:
-    source = job({"artifactRef": {"name": "support-v1"}, "digest": DIGEST})
-    base = provenance.dependency(statement(source), provenance.BASE_MODEL)
-    assert base is not None
-    assert base["uri"] == "k8s://sealtune.dev/namespaces/team-a/modelartifacts/support-v1"
-
-
 def test_the_version_is_the_builders() -> None:
     found = provenance.statement(
         artifact_name="a",

@@ -63,13 +63,6 @@ class PolicyAdmittedReason(StrEnum):
     """Reason for PolicyAdmitted=False when spec.training.checkpointEverySteps is set on a domain
     without Vault transit encryption: checkpoints are always sealed with the job's own key, and
     only Vault transit makes one."""
-    BASE_MODEL_NOT_FOUND = "BaseModelNotFound"
-    """Reason for PolicyAdmitted=False when spec.baseModel.artifactRef names no ModelArtifact."""
-    BASE_MODEL_NOT_APPROVED = "BaseModelNotApproved"
-    """Reason for PolicyAdmitted=False when the base ModelArtifact is not Approved (or is Revoked)."""
-    BASE_MODEL_DIGEST_MISMATCH = "BaseModelDigestMismatch"
-    """Reason for PolicyAdmitted=False when spec.baseModel.digest differs from the artifact's
-    manifest digest."""
 
 
 class SecretsReadyReason(StrEnum):

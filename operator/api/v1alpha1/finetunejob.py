@@ -28,26 +28,18 @@ MAX_NAME_LENGTH = 48
 
 
 class BaseModelSource(KubeModel):
-    """The model to fine-tune: files on a claim or an Approved ModelArtifact, pinned by digest."""
+    """The model to fine-tune: files on a claim in the domain's workload namespace, pinned by
+    digest. (A ModelArtifact as base model is not offered: its files live in its own domain's
+    workload namespace, and LoRA adapters are no base model.)"""
 
-    RULES = (
-        Rule(
-            "has(self.pvc) != has(self.artifactRef)",
-            "set exactly one of spec.baseModel.pvc and spec.baseModel.artifactRef",
-            lambda b: (b.pvc is None) != (b.artifact_ref is None),
-        ),
-    )
-
-    pvc: VolumePath | None = None
+    pvc: VolumePath
     """Model files on a PersistentVolumeClaim in the domain's workload namespace, where the job
-    runs (the domain's admin provisions it). Optional; exactly one of pvc and artifactRef."""
-
-    artifact_ref: LocalObjectReference | None = None
-    """An Approved ModelArtifact in the job's namespace. Optional; exactly one of pvc and artifactRef."""
+    runs (the domain's admin provisions it). Required."""
 
     digest: Digest
-    """sha256 digest of the base model's manifest; for an artifact, its spec.digests.manifest.
-    The trainer refuses files that do not hash to it. Required."""
+    """sha256 digest of the base model's manifest (manifest.json in its directory, as
+    ``python -m sealtune_trainer.tiny`` or the data tool writes it). The trainer refuses files
+    that do not hash to it, before it loads any. Required."""
 
 
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)]
