@@ -152,7 +152,7 @@ def artifact_policy(operator_username: str) -> Manifest:
             _check(
                 "starts-as-candidate",
                 p,
-                "request.operation != 'CREATE' || (variables.stage == 'Candidate' && "
+                f"request.operation != 'CREATE' || {_ADMIN} || (variables.stage == 'Candidate' && "
                 "size(variables.approvals) == 0)",
                 "'a new ModelArtifact starts with promotion.stage Candidate and no approvals; "
                 "approve it afterwards (sealtune approve).'",
