@@ -87,11 +87,21 @@ class DataSpec(_Spec):
 
 
 class ModelSpec(_Spec):
-    """The base model, loaded from local files only (nothing is downloaded)."""
+    """The base model, loaded from local files only (nothing is downloaded) and only after
+    every file in its directory matched the manifest pinned by digest."""
 
-    path: str = Field(min_length=1, description="Directory of the base model (transformers).")
-    tokenizer_path: str | None = Field(
-        default=None, description="Directory of the tokenizer. Default: the model's `path`."
+    path: str = Field(
+        min_length=1,
+        description="Directory of the base model (transformers) and its tokenizer, side by "
+        "side, with `manifest.json` listing every file.",
+    )
+    manifest_digest: str = Field(
+        pattern=SHA256_DIGEST,
+        description=(
+            "Expected `sha256:<hex>` of the model's `manifest.json` (canonical bytes, as for "
+            "data). Before anything is loaded, every listed file must match its size and "
+            "sha256 and the directory may hold nothing else: no unlisted file, no symlink."
+        ),
     )
 
 
