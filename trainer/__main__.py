@@ -1,11 +1,12 @@
 """`python -m sealtune_trainer --config FILE` (also the `sealtune-trainer` script).
 
-Order matters: the contract is validated, the data set verified (and decrypted, in memory)
-and the base model verified file by file before torch and friends are imported, so a bad
-config or a digest mismatch fails in seconds, trains nothing and loads nothing. Exit codes: 0
-trained (gate outcomes are in the result), 1 failed, 2 refused (config or platform), 3 data
-rejected, 4 base model rejected. The result or the failure goes to the termination-message
-path as JSON of at most 4 KB.
+Order matters: the contract is validated, the data set verified (and decrypted, in memory),
+the base model verified file by file and the output directory found absent before torch and
+friends are imported, so a bad config, a digest mismatch or a leftover fails in seconds,
+trains nothing and loads nothing. Exit codes: 0 trained (gate outcomes are in the result), 1
+failed, 2 refused (config or platform), 3 data rejected, 4 base model rejected, 5 outputs
+refused (already there, or a planted symlink). The result or the failure goes to the
+termination-message path as JSON of at most 4 KB.
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ def _report(path: Path, result: dict[str, Any]) -> None:
 
 
 def verify_before_import(config: TrainerConfig) -> DataSet:
-    """What is checked before torch is imported: the data set (returned, verified) and the
-    base model."""
+    """What is checked before torch is imported: the data set (returned, verified), the base
+    model, and that no output directory exists yet."""
     data = load_data(config)
     log.info("data verified: %d files, %d records, manifest %s", data.files,
              len(data.records), data.manifest_digest)
     log.info("base model verified: manifest %s", verify_model(config))
+    outputs.check_absent(Path(config.output.dir))
     return data
 
 

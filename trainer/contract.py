@@ -291,7 +291,11 @@ class EvaluationSpec(_Spec):
 class OutputSpec(_Spec):
     """Where results go."""
 
-    dir: str = Field(min_length=1, description="Adapter, tokenizer, metrics and manifest.")
+    dir: str = Field(
+        min_length=1,
+        description="Adapter, tokenizer, metrics and manifest. Must not exist yet: the run "
+        "creates it, whole, when its outputs are written.",
+    )
     checkpoint_dir: str | None = Field(
         default=None, description="Resumable checkpoints; required if checkpointEvery > 0."
     )

@@ -8,7 +8,8 @@ EXIT_FAILED = 1
 EXIT_REFUSED = 2
 EXIT_DATA_REJECTED = 3
 EXIT_MODEL_REJECTED = 4
-PERMANENT_EXIT_CODES = (EXIT_REFUSED, EXIT_DATA_REJECTED, EXIT_MODEL_REJECTED)
+EXIT_OUTPUT_REFUSED = 5
+PERMANENT_EXIT_CODES = (EXIT_REFUSED, EXIT_DATA_REJECTED, EXIT_MODEL_REJECTED, EXIT_OUTPUT_REFUSED)
 """Exit codes no retry can fix: the operator's podFailurePolicy fails the Job on them at once."""
 
 
@@ -46,3 +47,10 @@ class ModelRejected(TrainerError):
     reason = "ModelRejected"
     exit_code = EXIT_MODEL_REJECTED
 
+
+class OutputRefused(TrainerError):
+    """Something already occupies where the outputs go (an earlier run's directory) or a
+    symlink that this process could have planted lies on the way to them."""
+
+    reason = "OutputRefused"
+    exit_code = EXIT_OUTPUT_REFUSED

@@ -359,7 +359,9 @@ class Trainer:
     def _write_outputs(self, module: Any, tokenizer: Any,
                        metrics_doc: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         directory = Path(self.config.output.dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        modeling.save_outputs(modeling.unwrap(module), tokenizer, directory)
-        outputs.write_metrics(directory, metrics_doc)
-        return outputs.write_manifest(directory)
+        staging = outputs.prepare(directory)
+        modeling.save_outputs(modeling.unwrap(module), tokenizer, staging)
+        outputs.write_metrics(staging, metrics_doc)
+        written = outputs.write_manifest(staging)
+        outputs.publish(staging, directory)
+        return written

@@ -19,8 +19,8 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
 TRAINER_CONTAINER = "trainer"
 # Exit codes that no retry can fix: the trainer's own list (a refused config, data or a base
-# model that failed verification); for the init container, a refusal by Vault or a missing
-# secret path.
+# model that failed verification, outputs already there); for the init container, a refusal by
+# Vault or a missing secret path.
 PERMANENT_EXIT_CODES = {TRAINER_CONTAINER: list(TRAINER_PERMANENT_EXIT_CODES), vault.INIT_CONTAINER: [2]}
 RUN_AS = 65532
 RESTRICTED_CONTAINER: dict[str, Any] = {

@@ -101,8 +101,8 @@ def test_indexed_job_carries_rendezvous_and_policies() -> None:
     assert spec["suspend"] is True, "a Kueue-queued job starts suspended"
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-q"
     rules = spec["podFailurePolicy"]["rules"]
-    # Refused config, rejected data, rejected base model: no retry helps.
-    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3, 4]
+    # Refused config, rejected data, rejected base model, outputs already there: no retry helps.
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3, 4, 5]
     container = spec["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["MASTER_ADDR"]["value"] == f"{BASE}-0.{BASE}.{WORKLOAD_NS}.svc.cluster.local"
