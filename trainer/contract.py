@@ -190,7 +190,10 @@ class TrainingSpec(_Spec):
         "RoPE and the adapters' element-wise work). Ignored elsewhere.",
     )
     checkpoint_every: int = Field(
-        default=0, ge=0, description="Save a resumable checkpoint every N steps; 0 never."
+        default=0,
+        ge=0,
+        description="Save a sealed checkpoint every N steps and resume from the newest one "
+        "that authenticates; 0 never (and nothing is resumed).",
     )
     log_every: int = Field(default=10, ge=1, description="Log progress every N steps.")
 
@@ -302,8 +305,9 @@ class OutputSpec(_Spec):
     checkpoint_key_file: str | None = Field(
         default=None,
         description="Key that seals every checkpoint file (the job's data key, which Vault wraps "
-        "under the job's own transit key: deleting that key shreds the checkpoints). A relative "
-        "path is resolved against `secretsDir`. Unset: checkpoints are written in clear.",
+        "under the job's own transit key: deleting that key shreds the checkpoints); only what "
+        "authenticates under it is loaded to resume. A relative path is resolved against "
+        "`secretsDir`. Required if checkpointEvery > 0.",
     )
     termination_message_path: str = Field(
         default=DEFAULT_TERMINATION_MESSAGE_PATH,
@@ -342,6 +346,10 @@ class TrainerConfig(_Spec):
                              "per-example gradients, which ZeRO partitions away)")
         if self.training.checkpoint_every and not self.output.checkpoint_dir:
             raise ValueError("output.checkpointDir is required when checkpointEvery > 0")
+        if self.training.checkpoint_every and not self.output.checkpoint_key_file:
+            raise ValueError("output.checkpointKeyFile is required when checkpointEvery > 0: "
+                             "checkpoints are always sealed, and only what authenticates "
+                             "is loaded")
         if self.privacy.dp is not None and self.training.packing:
             raise ValueError("privacy.dp cannot be combined with packing: a packed row mixes "
                              "examples, so clipping would not bound one example's influence")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from sealtune_trainer import manifest, outputs, records, sealing
+from sealtune_trainer import checkpoints, manifest, outputs, records, sealing
 from sealtune_trainer.contract import TrainerConfig
 from sealtune_trainer.errors import ConfigRefused, DataRejected, ModelRejected
 
@@ -33,10 +33,14 @@ def _key(config: TrainerConfig, file: str, reason: str) -> bytes:
         raise DataRejected(f"cannot use the key file {file}: {type(exc).__name__}", reason=reason) from None
 
 
-def checkpoint_key(config: TrainerConfig) -> bytes | None:
-    """The key that seals the run's checkpoints, if the config names one."""
-    file = config.output.checkpoint_key_file
-    return _key(config, file, "CheckpointKeyUnusable") if file else None
+def checkpoint_store(config: TrainerConfig) -> checkpoints.Store | None:
+    """Where the run's checkpoints go and the key that seals them; None if it takes none."""
+    root, file = config.output.checkpoint_dir, config.output.checkpoint_key_file
+    # The contract requires both whenever checkpointEvery > 0.
+    if not (config.training.checkpoint_every and root and file):
+        return None
+    outputs.refuse_planted_symlinks(Path(root))
+    return checkpoints.Store(Path(root), _key(config, file, "CheckpointKeyUnusable"))
 
 
 def verify_model(config: TrainerConfig) -> str:

@@ -46,6 +46,9 @@ def test_python_names_are_accepted_too() -> None:
         ({"deepspeed": {"zeroStage": 2}, "privacy": {"dp": {"targetEpsilon": 8}}},
          "cannot be combined with deepspeed"),
         ({"training": {"checkpointEvery": 5}}, "checkpointDir is required"),
+        # Checkpoints are never written in clear, so nothing unauthenticated is loaded.
+        ({"training": {"checkpointEvery": 5}, "output": {"dir": "/out", "checkpointDir": "/c"}},
+         "checkpointKeyFile is required"),
         ({"model": {"path": "/model"}}, "model.manifestDigest"),
         ({"model": {"path": "/model", "manifestDigest": "sha256:abc"}}, "manifestDigest"),
         ({"model": {**MINIMAL["model"], "tokenizerPath": "/elsewhere"}}, "tokenizerPath"),
