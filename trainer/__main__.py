@@ -1,10 +1,12 @@
 """`python -m sealtune_trainer --config FILE` (also the `sealtune-trainer` script).
 
-Order matters: the contract is validated and the data set verified (and decrypted, in
-memory) before torch and friends are imported, so a bad config or a digest mismatch fails in
-a second and trains nothing. Exit codes: 0 trained (gate outcomes are in the result), 1
-failed, 2 refused (config or platform), 3 data rejected. The result or the failure goes to
-the termination-message path as JSON of at most 4 KB.
+Order matters: the contract is validated, the data set verified (and decrypted, in memory),
+the base model verified file by file and the output directory found absent before torch and
+friends are imported, so a bad config, a digest mismatch or a leftover fails in seconds,
+trains nothing and loads nothing. Exit codes: 0 trained (gate outcomes are in the result), 1
+failed, 2 refused (config or platform), 3 data rejected, 4 base model rejected, 5 outputs
+refused (already there, or a planted symlink). The result or the failure goes to the
+termination-message path as JSON of at most 4 KB.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 from sealtune_trainer import outputs
 from sealtune_trainer.contract import DEFAULT_TERMINATION_MESSAGE_PATH, TrainerConfig
 from sealtune_trainer.errors import EXIT_FAILED, TrainerError
-from sealtune_trainer.inputs import load_config, load_data
+from sealtune_trainer.inputs import load_config, load_data, verify_model
+from sealtune_trainer.records import DataSet
 from sealtune_trainer.telemetry import Metrics, configure_logging, log
 
 # Nothing may be fetched from a model hub, and progress bars are noise in pod logs.
@@ -40,11 +43,20 @@ def _report(path: Path, result: dict[str, Any]) -> None:
         log.warning("cannot write the termination message to %s: %s", path, exc.strerror)
 
 
-def _train(config: TrainerConfig, metrics: Metrics) -> dict[str, Any]:
-    metrics.phase.state("verifying")
+def verify_before_import(config: TrainerConfig) -> DataSet:
+    """What is checked before torch is imported: the data set (returned, verified), the base
+    model, and that no output directory exists yet."""
     data = load_data(config)
     log.info("data verified: %d files, %d records, manifest %s", data.files,
              len(data.records), data.manifest_digest)
+    log.info("base model verified: manifest %s", verify_model(config))
+    outputs.check_absent(Path(config.output.dir))
+    return data
+
+
+def _train(config: TrainerConfig, metrics: Metrics) -> dict[str, Any]:
+    metrics.phase.state("verifying")
+    data = verify_before_import(config)
     # Only now the heavy imports (torch, transformers, deepspeed): seconds to tens of seconds.
     from sealtune_trainer.distributed import Topology
     from sealtune_trainer.run import Trainer

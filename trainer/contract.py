@@ -87,11 +87,21 @@ class DataSpec(_Spec):
 
 
 class ModelSpec(_Spec):
-    """The base model, loaded from local files only (nothing is downloaded)."""
+    """The base model, loaded from local files only (nothing is downloaded) and only after
+    every file in its directory matched the manifest pinned by digest."""
 
-    path: str = Field(min_length=1, description="Directory of the base model (transformers).")
-    tokenizer_path: str | None = Field(
-        default=None, description="Directory of the tokenizer. Default: the model's `path`."
+    path: str = Field(
+        min_length=1,
+        description="Directory of the base model (transformers) and its tokenizer, side by "
+        "side, with `manifest.json` listing every file.",
+    )
+    manifest_digest: str = Field(
+        pattern=SHA256_DIGEST,
+        description=(
+            "Expected `sha256:<hex>` of the model's `manifest.json` (canonical bytes, as for "
+            "data). Before anything is loaded, every listed file must match its size and "
+            "sha256 and the directory may hold nothing else: no unlisted file, no symlink."
+        ),
     )
 
 
@@ -180,7 +190,10 @@ class TrainingSpec(_Spec):
         "RoPE and the adapters' element-wise work). Ignored elsewhere.",
     )
     checkpoint_every: int = Field(
-        default=0, ge=0, description="Save a resumable checkpoint every N steps; 0 never."
+        default=0,
+        ge=0,
+        description="Save a sealed checkpoint every N steps and resume from the newest one "
+        "that authenticates; 0 never (and nothing is resumed).",
     )
     log_every: int = Field(default=10, ge=1, description="Log progress every N steps.")
 
@@ -281,15 +294,20 @@ class EvaluationSpec(_Spec):
 class OutputSpec(_Spec):
     """Where results go."""
 
-    dir: str = Field(min_length=1, description="Adapter, tokenizer, metrics and manifest.")
+    dir: str = Field(
+        min_length=1,
+        description="Adapter, tokenizer, metrics and manifest. Must not exist yet: the run "
+        "creates it, whole, when its outputs are written.",
+    )
     checkpoint_dir: str | None = Field(
         default=None, description="Resumable checkpoints; required if checkpointEvery > 0."
     )
     checkpoint_key_file: str | None = Field(
         default=None,
         description="Key that seals every checkpoint file (the job's data key, which Vault wraps "
-        "under the job's own transit key: deleting that key shreds the checkpoints). A relative "
-        "path is resolved against `secretsDir`. Unset: checkpoints are written in clear.",
+        "under the job's own transit key: deleting that key shreds the checkpoints); only what "
+        "authenticates under it is loaded to resume. A relative path is resolved against "
+        "`secretsDir`. Required if checkpointEvery > 0.",
     )
     termination_message_path: str = Field(
         default=DEFAULT_TERMINATION_MESSAGE_PATH,
@@ -328,6 +346,10 @@ class TrainerConfig(_Spec):
                              "per-example gradients, which ZeRO partitions away)")
         if self.training.checkpoint_every and not self.output.checkpoint_dir:
             raise ValueError("output.checkpointDir is required when checkpointEvery > 0")
+        if self.training.checkpoint_every and not self.output.checkpoint_key_file:
+            raise ValueError("output.checkpointKeyFile is required when checkpointEvery > 0: "
+                             "checkpoints are always sealed, and only what authenticates "
+                             "is loaded")
         if self.privacy.dp is not None and self.training.packing:
             raise ValueError("privacy.dp cannot be combined with packing: a packed row mixes "
                              "examples, so clipping would not bound one example's influence")

@@ -7,6 +7,10 @@ from __future__ import annotations
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
 EXIT_DATA_REJECTED = 3
+EXIT_MODEL_REJECTED = 4
+EXIT_OUTPUT_REFUSED = 5
+PERMANENT_EXIT_CODES = (EXIT_REFUSED, EXIT_DATA_REJECTED, EXIT_MODEL_REJECTED, EXIT_OUTPUT_REFUSED)
+"""Exit codes no retry can fix: the operator's podFailurePolicy fails the Job on them at once."""
 
 
 class TrainerError(Exception):
@@ -34,3 +38,19 @@ class DataRejected(TrainerError):
 
     reason = "DataRejected"
     exit_code = EXIT_DATA_REJECTED
+
+
+class ModelRejected(TrainerError):
+    """The base model failed verification (manifest digest, a file's size or sha256, an
+    unlisted file, a symlink or a special file): none of it is loaded."""
+
+    reason = "ModelRejected"
+    exit_code = EXIT_MODEL_REJECTED
+
+
+class OutputRefused(TrainerError):
+    """Something already occupies where the outputs go (an earlier run's directory) or a
+    symlink that this process could have planted lies on the way to them."""
+
+    reason = "OutputRefused"
+    exit_code = EXIT_OUTPUT_REFUSED

@@ -1,5 +1,6 @@
-"""Reading the two inputs of a run, both before anything heavy is imported: the config
-(validated against the contract) and the data set (verified, decrypted in memory)."""
+"""Reading the inputs of a run, all before anything heavy is imported: the config
+(validated against the contract), the data set (verified, decrypted in memory) and the base
+model (verified file by file; transformers loads it later)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from sealtune_trainer import records, sealing
+from sealtune_trainer import checkpoints, manifest, outputs, records, sealing
 from sealtune_trainer.contract import TrainerConfig
-from sealtune_trainer.errors import ConfigRefused, DataRejected
+from sealtune_trainer.errors import ConfigRefused, DataRejected, ModelRejected
 
 
 def load_config(path: Path) -> TrainerConfig:
@@ -32,10 +33,38 @@ def _key(config: TrainerConfig, file: str, reason: str) -> bytes:
         raise DataRejected(f"cannot use the key file {file}: {type(exc).__name__}", reason=reason) from None
 
 
-def checkpoint_key(config: TrainerConfig) -> bytes | None:
-    """The key that seals the run's checkpoints, if the config names one."""
-    file = config.output.checkpoint_key_file
-    return _key(config, file, "CheckpointKeyUnusable") if file else None
+def checkpoint_store(config: TrainerConfig) -> checkpoints.Store | None:
+    """Where the run's checkpoints go and the key that seals them; None if it takes none."""
+    root, file = config.output.checkpoint_dir, config.output.checkpoint_key_file
+    # The contract requires both whenever checkpointEvery > 0.
+    if not (config.training.checkpoint_every and root and file):
+        return None
+    outputs.refuse_planted_symlinks(Path(root))
+    return checkpoints.Store(Path(root), _key(config, file, "CheckpointKeyUnusable"))
+
+
+def verify_model(config: TrainerConfig) -> str:
+    """Checks the base model's directory against its manifest, pinned by digest: every listed
+    file's size and sha256, nothing unlisted, no symlink. Returns the digest."""
+    root, expected = Path(config.model.path), config.model.manifest_digest
+    path = root / outputs.MANIFEST_NAME
+    if path.is_symlink():
+        raise ModelRejected(f"base model: {outputs.MANIFEST_NAME} is a symlink")
+    try:
+        document = manifest.load(path)
+    except manifest.ManifestError as exc:
+        raise ModelRejected(f"base model: {exc}") from None
+    digest = manifest.digest_of(document)
+    if digest != expected:
+        raise ModelRejected(f"base-model manifest digest is {digest}, expected {expected}")
+    try:
+        problems = manifest.verify(root, document, exclude=[outputs.MANIFEST_NAME])
+    except OSError as exc:
+        raise ModelRejected(f"base model: cannot read it ({type(exc).__name__})") from None
+    if problems:
+        raise ModelRejected(f"base model differs from its manifest in {len(problems)} "
+                            f"way(s), first: {problems[0]}")
+    return digest
 
 
 def load_data(config: TrainerConfig) -> records.DataSet:

@@ -117,25 +117,52 @@ def write(path: Path, document: dict[str, Any]) -> str:
     return digest_of(document)
 
 
+def walk(root: Path) -> tuple[list[str], list[str]]:
+    """(regular files, everything else but directories) under `root`, as sorted relative
+    paths. Nothing is followed: a symlink (to a file or a directory), a FIFO or a device is
+    listed in the second list, never read, so it cannot redirect a read or block one."""
+    files: list[str] = []
+    others: list[str] = []
+    pending = [root]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+                else:
+                    regular = entry.is_file(follow_symlinks=False)
+                    (files if regular else others).append(path.relative_to(root).as_posix())
+    return sorted(files), sorted(others)
+
+
+def regular_files(root: Path) -> list[str]:
+    """The files under `root`; refuses a tree holding a symlink or a special file."""
+    files, others = walk(root)
+    if others:
+        raise ManifestError(f"{others[0]} is a symlink or a special file")
+    return files
+
+
 def verify(root: Path, document: dict[str, Any], *, exclude: Iterable[str] = ()) -> list[str]:
     """Every difference between `root` and the manifest: changed, missing and unlisted
-    files (except `exclude`, e.g. the manifest itself). An empty list means it verifies."""
+    files (except `exclude`, e.g. the manifest itself), and any symlink or special file.
+    An empty list means it verifies."""
+    files, others = walk(root)
+    present = set(files)
     problems: list[str] = []
     listed = set()
     for entry in entries_of(document):
         listed.add(entry.path)
-        path = root / entry.path
-        if not path.is_file():
+        if entry.path not in present:
             problems.append(f"{entry.path}: missing")
             continue
-        size, sha256 = hash_file(path)
+        size, sha256 = hash_file(root / entry.path)
         if size != entry.size:
             problems.append(f"{entry.path}: size {size}, manifest says {entry.size}")
         elif sha256 != entry.sha256:
             problems.append(f"{entry.path}: sha256 differs from the manifest")
     skip = listed | set(exclude)
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_file() and rel not in skip:
-            problems.append(f"{rel}: not in the manifest")
+    problems += [f"{rel}: not in the manifest" for rel in files if rel not in skip]
+    problems += [f"{rel}: a symlink or a special file" for rel in others]
     return problems

@@ -39,8 +39,8 @@ def check_supported(config: TrainerConfig, device: torch.device) -> None:
 def load_tokenizer(config: TrainerConfig) -> Any:
     from transformers import AutoTokenizer
 
-    path = config.model.tokenizer_path or config.model.path
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    # Beside the weights, so the model's manifest covers it too.
+    tokenizer = AutoTokenizer.from_pretrained(config.model.path, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

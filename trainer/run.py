@@ -57,7 +57,6 @@ class Plan:
     total: int
     global_batch: int
     sample_rate: float  # a step's expected share of the examples (DP-SGD's Poisson rate)
-    checkpoint_root: Path | None
     start: int = 0
     losses: list[float] = field(default_factory=list)
 
@@ -133,17 +132,15 @@ def _gathered(config: TrainerConfig, module: Any) -> contextlib.AbstractContextM
     return gathered
 
 
-def _save_checkpoint(stepper: steppers.Stepper, root: Path, step: int, state: dict[str, Any],
-                     topology: Topology, *, key: bytes | None) -> None:
+def _save_checkpoint(stepper: steppers.Stepper, store: checkpoints.Store, step: int,
+                     state: dict[str, Any], topology: Topology) -> None:
     if topology.is_main:
-        checkpoints.prepare_staging(root, step)
+        store.prepare(step)
     distributed.barrier()
-    stepper.save(checkpoints.staging_path(root, step))
+    stepper.save(store.staging(step))
     distributed.barrier()
     if topology.is_main:
-        if key is not None:
-            checkpoints.seal_tree(checkpoints.staging_path(root, step), key)
-        checkpoints.publish(root, step, state)
+        store.publish(step, state)
         log.info("checkpoint saved at step %d", step)
     distributed.barrier()
 
@@ -157,7 +154,7 @@ class Trainer:
         self.device = distributed.device_for(topology)
         self.dtype = modeling.compute_dtype(config.training.precision, self.device)
         self.micro_batch: int | None = None
-        self.checkpoint_key = inputs.checkpoint_key(config)
+        self.store = inputs.checkpoint_store(config)
 
     def run(self) -> dict[str, Any]:
         config = self.config
@@ -177,10 +174,8 @@ class Trainer:
         global_batch = local_batch * self.topology.world_size
         total = schedule.total_steps(n_items, epochs=training.epochs,
                                      max_steps=training.max_steps, global_batch=global_batch)
-        root = self.config.output.checkpoint_dir
         return Plan(total=total, global_batch=global_batch,
-                    sample_rate=min(1.0, local_batch / n_items),
-                    checkpoint_root=Path(root) if root else None)
+                    sample_rate=min(1.0, local_batch / n_items))
 
     def _run(self) -> dict[str, Any]:
         config, training = self.config, self.config.training
@@ -207,15 +202,13 @@ class Trainer:
                 stepper.loss_module, model,
                 want=training.batch_size * training.gradient_accumulation,
                 seq_len=longest, device=self.device, dtype=self.dtype)
-        if (found := checkpoints.latest(plan.checkpoint_root)) is not None:
-            path, state = found
-            if self.checkpoint_key is None:
-                stepper.load(path)
-            else:
-                with checkpoints.opened_tree(path, self.checkpoint_key, MEMORY_SCRATCH) as opened:
-                    stepper.load(opened)
-            plan.start, plan.losses = int(state["step"]), list(state["losses"])
-            log.info("resuming from checkpoint at step %d of %d", plan.start, plan.total)
+        if self.store is not None:
+            with self.store.opened_newest(MEMORY_SCRATCH) as resumed:
+                if resumed is not None:
+                    stepper.load(resumed.files)
+                    plan.start, plan.losses = resumed.step, resumed.losses
+                    log.info("resuming from checkpoint at step %d of %d", plan.start,
+                             plan.total)
         self.metrics.planned_steps.set(plan.total)
         self.metrics.step.set(plan.start)
 
@@ -289,7 +282,7 @@ class Trainer:
                pad_id: int) -> int:
         training, topology = self.config.training, self.topology
         items, n = prepared.train_items, len(prepared.train_items)
-        total, losses, ckpt_root = plan.total, plan.losses, plan.checkpoint_root
+        total, losses, store = plan.total, plan.losses, self.store
         interval_tokens, interval_start, all_tokens = 0, time.monotonic(), 0
         pin = self.device.type == "cuda"
 
@@ -339,9 +332,9 @@ class Trainer:
                     log.info("step %d/%d loss %.4f tokens/s %.0f", done, total, loss, rate)
                     interval_tokens, interval_start = 0, time.monotonic()
                 every = training.checkpoint_every
-                if ckpt_root is not None and every and (done % every == 0 or done == total):
-                    _save_checkpoint(stepper, ckpt_root, done, {"step": done, "losses": losses},
-                                     topology, key=self.checkpoint_key)
+                if store is not None and (done % every == 0 or done == total):
+                    _save_checkpoint(stepper, store, done, {"step": done, "losses": losses},
+                                     topology)
         finally:
             prefetch.shutdown(wait=False, cancel_futures=True)
         return all_tokens
@@ -359,7 +352,9 @@ class Trainer:
     def _write_outputs(self, module: Any, tokenizer: Any,
                        metrics_doc: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         directory = Path(self.config.output.dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        modeling.save_outputs(modeling.unwrap(module), tokenizer, directory)
-        outputs.write_metrics(directory, metrics_doc)
-        return outputs.write_manifest(directory)
+        staging = outputs.prepare(directory)
+        modeling.save_outputs(modeling.unwrap(module), tokenizer, staging)
+        outputs.write_metrics(staging, metrics_doc)
+        written = outputs.write_manifest(staging)
+        outputs.publish(staging, directory)
+        return written

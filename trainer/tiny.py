@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,33 +107,22 @@ def make_model(path: Path, vocab_size: int, seed: int = 0, **shape: int) -> None
     LlamaForCausalLM(llama_config(vocab_size, **shape)).save_pretrained(path)
 
 
-def make_model_and_tokenizer(root: Path, corpus: list[str] | None = None,
-                             **shape: int) -> tuple[Path, Path]:
-    """(model dir, tokenizer dir) under `root`."""
-    from transformers import AutoTokenizer
-
-    tokenizer_dir, model_dir = root / "tokenizer", root / "model"
-    make_tokenizer(tokenizer_dir, corpus)
-    vocab = len(AutoTokenizer.from_pretrained(tokenizer_dir))
-    make_model(model_dir, vocab, **shape)
-    return model_dir, tokenizer_dir
-
-
 BASE_MODEL_SHAPE = {"hidden": 256, "layers": 4, "heads": 8, "kv_heads": 4, "ffn": 688}
 """The demo's base model: 12 MB, big enough that LoRA visibly lowers the loss within a few
 hundred CPU steps, small enough that those take about a minute."""
 
 
-def make_base_model(root: Path, seed: int = 0) -> str:
-    """A tokenizer and a random Llama in one directory, and its manifest; returns the digest."""
+def make_base_model(root: Path, seed: int = 0,
+                    shape: Mapping[str, int] = BASE_MODEL_SHAPE) -> str:
+    """A tokenizer and a random Llama of `shape` in one directory, and its manifest; returns
+    the digest."""
     from transformers import AutoTokenizer
 
     from sealtune_trainer import manifest
 
     make_tokenizer(root)
-    make_model(root, len(AutoTokenizer.from_pretrained(root)), seed=seed, **BASE_MODEL_SHAPE)
-    files = [p.relative_to(root).as_posix() for p in root.rglob("*")
-             if p.is_file() and p.name != MANIFEST_NAME]
+    make_model(root, len(AutoTokenizer.from_pretrained(root)), seed=seed, **shape)
+    files = [rel for rel in manifest.regular_files(root) if rel != MANIFEST_NAME]
     return manifest.write(root / MANIFEST_NAME, manifest.build(root, files))
 
 

@@ -45,7 +45,7 @@ def trainer_config(job: FineTuneJob, domain: DataDomain, settings: Settings) -> 
                 "encrypted": encrypted,
                 **({"keyFile": f"{mounts.SECRETS_DIR}/{DATA_KEY_FILE}"} if encrypted else {}),
             },
-            "model": {"path": mounts.MODEL_DIR},
+            "model": {"path": mounts.MODEL_DIR, "manifestDigest": spec.base_model.digest},
             "method": method,
             "training": {
                 **({"epochs": training.epochs} if training.epochs else {}),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sealtune_trainer.errors import PERMANENT_EXIT_CODES as TRAINER_PERMANENT_EXIT_CODES
+
 from .. import names
 from ..api.v1alpha1 import DataDomain, FineTuneJob
 from ..names import Workload
@@ -16,9 +18,10 @@ REGION_LABEL = "topology.kubernetes.io/region"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
 TRAINER_CONTAINER = "trainer"
-# Exit codes that no retry can fix (trainer/errors.py): a refused config, and data that failed
-# verification; for the init container, a refusal by Vault or a missing secret path.
-PERMANENT_EXIT_CODES = {TRAINER_CONTAINER: [2, 3], vault.INIT_CONTAINER: [2]}
+# Exit codes that no retry can fix: the trainer's own list (a refused config, data or a base
+# model that failed verification, outputs already there); for the init container, a refusal by
+# Vault or a missing secret path.
+PERMANENT_EXIT_CODES = {TRAINER_CONTAINER: list(TRAINER_PERMANENT_EXIT_CODES), vault.INIT_CONTAINER: [2]}
 RUN_AS = 65532
 RESTRICTED_CONTAINER: dict[str, Any] = {
     "allowPrivilegeEscalation": False,

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.trainer
 DIGEST = "sha256:" + "a" * 64
 MINIMAL = {
     "data": {"path": "/data", "format": "chat", "manifestDigest": DIGEST},
-    "model": {"path": "/model"},
+    "model": {"path": "/model", "manifestDigest": DIGEST},
     "method": {"type": "lora"},
     "output": {"dir": "/out"},
 }
@@ -46,6 +46,12 @@ def test_python_names_are_accepted_too() -> None:
         ({"deepspeed": {"zeroStage": 2}, "privacy": {"dp": {"targetEpsilon": 8}}},
          "cannot be combined with deepspeed"),
         ({"training": {"checkpointEvery": 5}}, "checkpointDir is required"),
+        # Checkpoints are never written in clear, so nothing unauthenticated is loaded.
+        ({"training": {"checkpointEvery": 5}, "output": {"dir": "/out", "checkpointDir": "/c"}},
+         "checkpointKeyFile is required"),
+        ({"model": {"path": "/model"}}, "model.manifestDigest"),
+        ({"model": {"path": "/model", "manifestDigest": "sha256:abc"}}, "manifestDigest"),
+        ({"model": {**MINIMAL["model"], "tokenizerPath": "/elsewhere"}}, "tokenizerPath"),
         ({"privacy": {"canaries": {"format": "no placeholder"}}}, "placeholder"),
         ({"method": {"type": "qlora", "bits": 3}}, "bits"),
         ({"deepspeed": {"zeroStage": 1}}, "zeroStage"),

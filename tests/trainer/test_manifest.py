@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,21 @@ def test_malformed_records_are_reported_without_content(tmp_path: Path) -> None:
     with pytest.raises(DataRejected) as caught:
         _load(root, digest)
     assert caught.value.message == "a.jsonl line 2: not a text record"
+
+
+def test_verify_follows_no_symlink_and_reads_no_fifo(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "d")
+    manifest.write(root / "manifest.json", manifest.build(root, ["a.jsonl", "sub/b.jsonl"]))
+    document = manifest.load(root / "manifest.json")
+    # The same bytes behind a link, a linked directory and a FIFO that would block a read.
+    (tmp_path / "b.jsonl").write_bytes((root / "sub" / "b.jsonl").read_bytes())
+    (root / "sub" / "b.jsonl").unlink()
+    (root / "sub" / "b.jsonl").symlink_to(tmp_path / "b.jsonl")
+    (root / "linked").symlink_to(tmp_path, target_is_directory=True)
+    os.mkfifo(root / "pipe")
+    assert manifest.walk(root) == (["a.jsonl", "manifest.json"], ["linked", "pipe", "sub/b.jsonl"])
+    assert manifest.verify(root, document, exclude=["manifest.json"]) == [
+        "sub/b.jsonl: missing", "linked: a symlink or a special file",
+        "pipe: a symlink or a special file", "sub/b.jsonl: a symlink or a special file"]
+    with pytest.raises(manifest.ManifestError, match="linked is a symlink"):
+        manifest.regular_files(root)

@@ -58,6 +58,7 @@ def test_encrypted_data_trains_without_plaintext_on_disk(tmp_path: Path,
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     assert dataset.main(["keygen", str(secrets / "data.key")]) == 0
+    assert dataset.main(["keygen", str(secrets / "job.key")]) == 0
     data_dir, digest = write_dataset(
         work / "staging", tiny.make_records("chat", 48, marker=MARKER),
         key_file=secrets / "data.key")
@@ -69,7 +70,8 @@ def test_encrypted_data_trains_without_plaintext_on_disk(tmp_path: Path,
     config = make_config(data_dir, digest, "chat",
                          data={"encrypted": True, "keyFile": "data.key"},
                          secretsDir=str(secrets), training={"maxSteps": 6, "checkpointEvery": 3},
-                         output={"checkpointDir": str(tmp_path / "ckpt")})
+                         output={"checkpointDir": str(tmp_path / "ckpt"),
+                                 "checkpointKeyFile": "job.key"})
     before = {p for p in Path("/dev/shm").iterdir()} if Path("/dev/shm").is_dir() else set()
     done = run_trainer(trainer_command(write_config(config, tmp_path / "config.json")),
                        env={"TMPDIR": str(scratch), "HOME": str(scratch),
@@ -106,13 +108,15 @@ def test_killed_run_resumes_from_its_sealed_checkpoint(tmp_path: Path,
         victim.send_signal(signal.SIGKILL)
         victim.wait()
     assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    found = checkpoints.latest(tmp_path / "ckpt")
-    assert found is not None
-    saved_at = found[1]["step"]
+    store = checkpoints.Store(tmp_path / "ckpt", KEY)
+    with store.opened_newest(tmp_path) as found:
+        assert found is not None
+        saved_at = found.step
     assert 0 < saved_at < total
-    # Every file but the small trainer state is sealed under the job's key.
-    sealed = [p for p in found[0].rglob("*") if p.is_file() and p.name != checkpoints.STATE_FILE]
-    assert sealed
+    # Every file, the trainer state included, is sealed under the job's key.
+    checkpoint = tmp_path / "ckpt" / checkpoints.name_of(saved_at)
+    sealed = [p for p in checkpoint.rglob("*") if p.is_file()]
+    assert checkpoints.STATE_FILE in {p.name for p in sealed} and len(sealed) > 1
     for path in sealed:
         assert sealing.open_sealed(path.read_bytes(), sealing.parse_key(KEY))
         with pytest.raises(sealing.SealError):
@@ -136,11 +140,15 @@ def test_killed_run_resumes_from_its_sealed_checkpoint(tmp_path: Path,
 
 def test_two_process_torchrun_with_zero2(tmp_path: Path, make_config: MakeConfig) -> None:
     data_dir, digest = write_dataset(tmp_path / "ds", tiny.make_records("prompt_completion", 48))
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "job.key").write_bytes(KEY)
     config = make_config(data_dir, digest, "prompt_completion",
                          deepspeed={"zeroStage": 2},
                          training={"maxSteps": 6, "batchSize": 2, "gradientAccumulation": 2,
                                    "checkpointEvery": 3},
-                         output={"checkpointDir": str(tmp_path / "ckpt")})
+                         output={"checkpointDir": str(tmp_path / "ckpt"),
+                                 "checkpointKeyFile": "job.key"},
+                         secretsDir=str(tmp_path / "secrets"))
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
             "--nproc_per_node", "2", "-m", "sealtune_trainer", "--config",
             str(write_config(config, tmp_path / "config.json"))]

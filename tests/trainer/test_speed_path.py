@@ -70,7 +70,7 @@ def test_packed_attention_does_not_cross_examples(llama: torch.nn.Module) -> Non
 def _config() -> TrainerConfig:
     return TrainerConfig.model_validate({
         "data": {"path": "/unused", "format": "text", "manifestDigest": "sha256:" + "0" * 64},
-        "model": {"path": "/unused"},
+        "model": {"path": "/unused", "manifestDigest": "sha256:" + "0" * 64},
         "method": {"type": "lora", "r": 4, "alpha": 8},
         "training": {"maxSteps": 1, "batchSize": 4, "maxSeqLength": 16,
                      "lrScheduler": "constant", "learningRate": 1e-2},

@@ -62,16 +62,17 @@ MakeConfig = Callable[..., TrainerConfig]
 
 
 def train_in_process(config: TrainerConfig) -> dict[str, Any]:
-    """The trainer's real code path minus the process boundary (torch is already loaded)."""
+    """The trainer's real code path minus the process boundary (torch is already loaded):
+    the same checks of the inputs and the output directory first."""
     import torch
 
+    from sealtune_trainer.__main__ import verify_before_import
     from sealtune_trainer.distributed import Topology
-    from sealtune_trainer.inputs import load_data
     from sealtune_trainer.run import Trainer
     from sealtune_trainer.telemetry import Metrics
 
     torch.set_num_threads(1)
-    return Trainer(config, load_data(config), Metrics(), Topology()).run()
+    return Trainer(config, verify_before_import(config), Metrics(), Topology()).run()
 
 
 def write_config(config: TrainerConfig, path: Path) -> Path:

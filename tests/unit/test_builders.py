@@ -101,7 +101,8 @@ def test_indexed_job_carries_rendezvous_and_policies() -> None:
     assert spec["suspend"] is True, "a Kueue-queued job starts suspended"
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-q"
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3]
+    # Refused config, rejected data, rejected base model, outputs already there: no retry helps.
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3, 4, 5]
     container = spec["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["MASTER_ADDR"]["value"] == f"{BASE}-0.{BASE}.{WORKLOAD_NS}.svc.cluster.local"
@@ -140,6 +141,13 @@ def test_config_map_holds_a_valid_trainer_contract_and_no_secret() -> None:
     assert config.data.encrypted is True
     assert config.data.key_file == "/var/run/sealtune/secrets/data.key"
     assert "secret/data" not in cm["data"]["trainer.json"]
+
+
+def test_the_trainer_pins_the_base_model_to_the_jobs_digest() -> None:
+    digest = "sha256:" + "cd" * 32
+    cm = build({"baseModel": {"pvc": {"claimName": "models", "path": "."}, "digest": digest}})["ConfigMap"]
+    config = TrainerConfig.model_validate_json(cm["data"]["trainer.json"])
+    assert (config.model.path, config.model.manifest_digest) == ("/var/run/sealtune/model", digest)
 
 
 def test_a_job_without_secrets_or_vault_encryption_has_no_vault_init_or_token() -> None:
