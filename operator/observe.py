@@ -31,6 +31,8 @@ class JobObservation:
     job_uid: str = ""
     """The uid of the FineTuneJob its labels name. Only a Job in that job's workload namespace,
     where tenants create nothing, with that uid counts as the job's."""
+    managers: frozenset[str] = frozenset()
+    """The field managers that wrote the Job itself (not its status): whoever created it is one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,11 @@ def observe_job(body: dict[str, Any]) -> JobObservation:
             (o["uid"] for o in body["metadata"].get("ownerReferences") or [] if o.get("controller")), None
         ),
         finished=finished,
+        managers=frozenset(
+            str(e.get("manager", ""))
+            for e in body["metadata"].get("managedFields") or []
+            if not e.get("subresource")
+        ),
     )
 
 

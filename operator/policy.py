@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from .api.v1alpha1 import DataDomain, FineTuneJob
 from .api.v1alpha1.conditions import PolicyAdmittedReason as Reason
 from .api.v1alpha1.meta import LabelSelector
+from .names import Workload
 
 
 @dataclass(frozen=True)
@@ -250,4 +251,15 @@ def workload_namespace_conflict(domain: DataDomain, namespace: str) -> Violation
         "(labelled sealtune.dev/workload-of with the domain's name, Pod Security restricted enforced), "
         "so others may hold rights in it; the domain's admin names an unused namespace in the "
         "DataDomain's spec.workloadNamespace, or a cluster admin deletes or labels that one",
+    )
+
+
+def foreign_job(workload: Workload) -> Violation:
+    return Violation(
+        "metadata.name",
+        Reason.WORKLOAD_JOB_CONFLICT,
+        f"Job {workload.batch_job} in the workload namespace {workload.namespace} carries this job's "
+        "name and uid but the sealtune operator did not create it, so it is neither used nor "
+        "changed; a cluster admin deletes it (and finds out who made it), or delete and re-create "
+        "this FineTuneJob",
     )

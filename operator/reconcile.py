@@ -34,12 +34,12 @@ from .builders.workload import indexed_job
 from .custody import Custody, Secured
 from .names import LABEL_WORKLOAD_OF, Workload, workload_label_value
 from .observe import JobObservation, Observation, PodObservation, result_pod
-from .policy import Violation, domain_not_found, evaluate, workload_namespace_conflict
+from .policy import Violation, domain_not_found, evaluate, foreign_job, workload_namespace_conflict
 from .progress import ProgressReader, trainer_metrics_url, world_size
 from .publication import Publisher
 from .settings import Settings
 from .signing import SigningError
-from .status import Cond, compute_status, merge_conditions, parse_result, transitions
+from .status import Cond, compute_status, merge_conditions, parse_result, transitions, workload_status
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ class Controller:
     (admittedAt, a condition's transition time, the Vault data key) is what goes out."""
     _namespaces_made: set[str] = field(default_factory=set)
     """Workload namespaces this process made: until the watch shows one, it is not made again."""
-    _jobs_made: set[Key] = field(default_factory=set)
+    _made: dict[Key, str] = field(default_factory=dict)
+    """The uid of each batch Job this process created, until the watch shows it."""
     """Jobs whose batch Job this process made: until the watch shows it, it is not made again."""
     _domains: dict[str, tuple[str, DataDomain]] = field(default_factory=dict)
     """Parsed DataDomains by name, with the resourceVersion they were parsed from."""
@@ -212,7 +213,7 @@ class Controller:
         return True
 
     def batch_job_gone(self, key: Key) -> None:
-        self._jobs_made.discard(key)
+        self._made.pop(key, None)
 
     def trigger(self, key: Key) -> None:
         """Reconciles the job soon; triggers that arrive while it runs fold into one more run.
@@ -253,7 +254,7 @@ class Controller:
         self._vault_failures.pop(key, None)
         self.progress.forget(key)
         self._applied.pop(key, None)
-        self._jobs_made.discard(key)
+        self._made.pop(key, None)
         self._written.pop(key, None)
         self._overtaken.pop(key, None)
 
@@ -366,15 +367,12 @@ class Controller:
             return None
         basis = self._overtaken.get(key, old_status)
 
-        violation: Violation | None
-        if domain is None:
-            violation = domain_not_found(job)
-        else:
-            labels = _one(self.snapshot.namespaces().get(key[0])) or {}
-            violations = evaluate(job, domain, labels)
-            violation = violations[0] if violations else self._namespace_conflict(domain)
-
+        violation = self._violation(key, job, domain)
         batch, pods = self._workload_seen(key, body, workload)
+        if batch is not None and workload is not None and not self._made_here(key, batch, basis):
+            # Not the operator's: never adopted, never changed, its pods' results never read.
+            violation = violation or foreign_job(workload)
+            batch, pods = None, ()
         secured, vault = None, None
         if violation is None and domain is not None and workload is not None:
             secured = await self._admitted(key, job, domain, body, old_status=basis, batch=batch)
@@ -392,8 +390,28 @@ class Controller:
         status = compute_status(job, basis, violation, seen, now, secrets=secured.cond if secured else None)
         if vault is not None:
             status["vault"] = vault
+        if workload is not None:
+            status["workload"] = workload_status(workload, batch.uid if batch else None, basis)
         self._with_progress(key, job, status, pods)
         return reference(body), old_status, status
+
+    def _violation(self, key: Key, job: FineTuneJob, domain: DataDomain | None) -> Violation | None:
+        """The first reason the domain refuses the job, if any."""
+        assert self.snapshot is not None
+        if domain is None:
+            return domain_not_found(job)
+        labels = _one(self.snapshot.namespaces().get(key[0])) or {}
+        violations = evaluate(job, domain, labels)
+        return violations[0] if violations else self._namespace_conflict(domain)
+
+    def _made_here(self, key: Key, batch: JobObservation, status: Mapping[str, Any]) -> bool:
+        """Whether the operator created this batch Job: the uid its create returned (or its
+        status recorded), or, after a crash between the two, its own field manager among the
+        Job's writers. The workload namespace's admission policy lets no other identity create
+        Jobs there; this keeps a Job made past it (by an admin, or with the policy unbound)
+        from being adopted."""
+        recorded = self._made.get(key) or (status.get("workload") or {}).get("batchJobUID")
+        return batch.uid == recorded or self.settings.field_manager in batch.managers
 
     def _workload(self, job: FineTuneJob, domain: DataDomain | None) -> Workload | None:
         """Where the job's workload lives: its domain's workload namespace. With the domain
@@ -596,13 +614,18 @@ class Controller:
         """Creates the Job once; afterwards only suspension changes (a Job's pod template is
         immutable, and a Kueue-managed Job's suspend belongs to Kueue)."""
         if batch is None:
-            if key in self._jobs_made:
+            if key in self._made:
                 return  # made by us moments ago; the watch has not shown it yet
             async with self._workers:
                 desired = indexed_job(job, domain, self.settings)
                 desired["metadata"]["annotations"] = {names.ANNOTATION_DESIRED_HASH: digest}
-                await self.kube.create_or_apply(desired)
-            self._jobs_made.add(key)
+                try:
+                    created = await self.kube.create(desired)
+                except Conflict as error:
+                    if error.reason != "AlreadyExists":
+                        raise
+                    return  # never adopted: the next reconcile sees whose it is
+            self._made[key] = created["metadata"]["uid"]
             return
         suspend = job.spec.scheduling.suspend
         if job.spec.scheduling.queue_name is None and batch.suspended != suspend:

@@ -4,7 +4,7 @@ the FineTuneJob should have. Conditions keep their lastTransitionTime unless the
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from .api.v1alpha1.conditions import (
     SuspendedReason,
 )
 from .api.v1alpha1.conditions import JobConditionType as T
+from .names import Workload
 from .observe import Observation, result_pod
 from .policy import Violation
 
@@ -263,3 +264,14 @@ def gate_outcome(gate: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, int | float) and not isinstance(value, bool):
             outcome[key] = value
     return outcome
+
+
+def workload_status(workload: Workload, batch_uid: str | None, old: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the job's workload runs, and the uid of the batch Job the operator created for it
+    (kept once known: only a Job of that uid is the job's)."""
+    uid = batch_uid or (old.get("workload") or {}).get("batchJobUID")
+    return {
+        "namespace": workload.namespace,
+        "batchJob": workload.batch_job,
+        **({"batchJobUID": uid} if uid else {}),
+    }

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from sealtune import signing
-from sealtune.names import ANNOTATION_REQUESTED_BY
+from sealtune.builders.admission import JOB_POLICY, binding_name
+from sealtune.names import ANNOTATION_REQUESTED_BY, LABEL_JOB, LABEL_JOB_NAMESPACE, LABEL_JOB_UID
 from tests.conftest import Kubectl
 from tests.support.artifacts import artifact_manifest, job_manifest, write_model
 from tests.support.cluster import LocalCluster
 from tests.support.identities import user_kubeconfig
-from tests.support.kube import apply, get
+from tests.support.kube import apply, get, wait_condition, wait_for, workload_of
 from tests.support.objects import domain_with_claims, finetune_job
 from tests.support.operator import OperatorProcess
 from tests.support.tenancy import TENANT, refused
@@ -291,3 +292,58 @@ def test_a_record_copied_to_another_namespace_does_not_verify(
     assert code == 1, document
     problems = json.dumps(document)
     assert f"not '{theirs}/tune-v1'" in problems and "internalParameters.artifact" in problems
+
+
+def test_a_batch_job_the_operator_did_not_create_is_never_adopted(
+    kubectl: Kubectl,
+    teams: tuple[str, str],
+    people: dict[str, Path],
+    vault_operator: OperatorProcess,
+) -> None:
+    """A Job with the FineTuneJob's derived name, labels and uid, made in the workload namespace
+    while the operator was down, by a cluster admin who unbound the admission policy that
+    refuses anyone but the operator: the job reports the conflict, and the Job is neither used
+    nor changed, and no Vault role exists for it."""
+    ours, _ = teams
+    run = acting(people, kubectl)
+    domain = f"{ours}-d"
+    apply(kubectl, *domain_with_claims(domain, ours))
+    wait_for(lambda: get(kubectl, "dd", domain).get("status", {}).get("phase") == "Ready", 30)
+    vault_operator.stop()
+    try:
+        job = finetune_job("squatted", ours, domain, scheduling={"suspend": True})
+        assert run(TENANT, "create", "-f", "-", input=json.dumps(job)).returncode == 0
+        work = workload_of(kubectl, ours, "squatted")
+        kubectl("delete", "validatingadmissionpolicybinding", binding_name(JOB_POLICY, domain))
+        uid = get(kubectl, "ftj", "squatted", "-n", ours)["metadata"]["uid"]
+        squatter = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": work.batch_job,
+                "namespace": work.namespace,
+                "labels": {LABEL_JOB: "squatted", LABEL_JOB_NAMESPACE: ours, LABEL_JOB_UID: uid},
+            },
+            "spec": {
+                "suspend": True,
+                "completionMode": "Indexed",
+                "template": {
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "trainer", "image": "x"}]}
+                },
+            },
+        }
+        made = json.loads(kubectl("create", "-f", "-", "-o", "json", input=json.dumps(squatter)).stdout)
+    finally:
+        vault_operator.start()  # binds the policy again, with the namespace
+    blocked = wait_condition(
+        kubectl, ours, "squatted", "PolicyAdmitted", "False", reason="WorkloadJobConflict"
+    )
+    assert work.batch_job in blocked["message"] and "did not create" in blocked["message"]
+    status = get(kubectl, "ftj", "squatted", "-n", ours)["status"]
+    assert status["phase"] == "Blocked" and "batchJobUID" not in status["workload"]
+    after = get(kubectl, "job", work.batch_job, "-n", work.namespace)
+    assert after["metadata"]["resourceVersion"] == made["metadata"]["resourceVersion"], "changed"
+    assert kubectl(
+        "get", "serviceaccount", work.service_account, "-n", work.namespace, check=False
+    ).returncode
+    get(kubectl, "validatingadmissionpolicybinding", binding_name(JOB_POLICY, domain))

@@ -5,9 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sealtune.api.v1alpha1 import FineTuneJob
-from sealtune.names import COMPLETION_INDEX_ANNOTATION
-from sealtune.observe import JobObservation, Observation, PodObservation, observe_pod
-from sealtune.status import Cond, compute_status, merge_conditions, result_summary, transitions
+from sealtune.names import COMPLETION_INDEX_ANNOTATION, Workload
+from sealtune.observe import JobObservation, Observation, PodObservation, observe_job, observe_pod
+from sealtune.status import (
+    Cond,
+    compute_status,
+    merge_conditions,
+    result_summary,
+    transitions,
+    workload_status,
+)
 from tests.support.objects import finetune_job
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -192,3 +199,25 @@ def test_the_completion_index_must_be_the_job_controllers() -> None:
     assert observed({COMPLETION_INDEX_ANNOTATION: "0"}, [not_controller]).owner_uid is None
     replica_set = {**job_owner, "kind": "ReplicaSet", "apiVersion": "apps/v1"}
     assert observed({COMPLETION_INDEX_ANNOTATION: "0"}, [replica_set]).owner_uid is None
+
+
+def test_the_workload_status_keeps_the_uid_of_the_job_the_operator_made() -> None:
+    work = Workload.of("j", "0b0c0d0e-0000", "ns", "sealtune-d")
+    first = workload_status(work, None, {})
+    assert first == {"namespace": "sealtune-d", "batchJob": work.batch_job}
+    made = workload_status(work, "b-uid", {"workload": first})
+    assert made["batchJobUID"] == "b-uid"
+    assert workload_status(work, None, {"workload": made})["batchJobUID"] == "b-uid"
+
+
+def test_a_jobs_writers_are_its_field_managers_but_not_its_status_writers() -> None:
+    body = {
+        "metadata": {
+            "uid": "b",
+            "managedFields": [
+                {"manager": "sealtune-operator", "operation": "Update"},
+                {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status"},
+            ],
+        }
+    }
+    assert observe_job(body).managers == frozenset({"sealtune-operator"})

@@ -59,6 +59,9 @@ class PolicyAdmittedReason(StrEnum):
     PRIVACY_REQUIRED = "PrivacyRequired"
     """Reason for PolicyAdmitted=False when the domain requires differential privacy (or a lower
     epsilon, or stricter gates) than the job asks for."""
+    WORKLOAD_JOB_CONFLICT = "WorkloadJobConflict"
+    """Reason for PolicyAdmitted=False when the workload namespace holds a batch Job of the job's
+    name and uid that the operator did not create: it is never adopted."""
     CHECKPOINTS_NEED_A_KEY = "CheckpointsNeedAKey"
     """Reason for PolicyAdmitted=False when spec.training.checkpointEverySteps is set on a domain
     without Vault transit encryption: checkpoints are always sealed with the job's own key, and

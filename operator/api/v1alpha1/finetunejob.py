@@ -405,6 +405,21 @@ class PlacementStatus(KubeModel):
     """RuntimeClass of the worker pods, when one was set. Optional."""
 
 
+class WorkloadStatus(KubeModel):
+    """Where the job's workload runs: the domain's workload namespace, which tenants hold no
+    rights in."""
+
+    namespace: DNSLabel
+    """The workload namespace. Required."""
+
+    batch_job: DNSSubdomain
+    """The name of the job's Indexed Job there. Required."""
+
+    batch_job_uid: str | None = Field(None, max_length=64)
+    """The uid of the Indexed Job the operator created: only that Job's pods count as the job's
+    workers, and their results as its result. Optional; set once the Job exists."""
+
+
 class Progress(KubeModel):
     """Live training progress read from the trainer's metrics."""
 
@@ -580,6 +595,9 @@ class FineTuneJobStatus(KubeModel):
 
     workers: WorkerCounts | None = None
     """Worker pods by state. Optional."""
+
+    workload: WorkloadStatus | None = None
+    """Where the workload runs and which batch Job is the job's. Optional."""
 
     placement: PlacementStatus | None = None
     """Where the workers ran. Optional."""
