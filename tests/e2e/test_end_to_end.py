@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from tests.support.kube import apply, get, pods_of, wait_condition, wait_for, wo
 from tests.support.objects import data_domain, finetune_job, workload_namespace_object
 from tests.support.operator import OperatorProcess, chart_rbac, token_kubeconfig
 from tests.support.scan import find_secrets
+from tests.support.tools import CHART, free_port, tool
 
 pytestmark = pytest.mark.e2e
 
@@ -177,6 +180,7 @@ def env(
         vault_operator_address=cluster.vault_addr,
         vault_jwt_path=str(tmp / "jwt"),
         audit_path=str(tmp / "audit.jsonl"),
+        operator_metrics_port=str(free_port()),
         # No admission webhook: the reconcile enforces the same policy, and this operator leaves
         # the cluster's webhook configuration to others.
         webhook_address="",
@@ -507,6 +511,7 @@ def test_two_workers_on_two_nodes_train_with_zero2_through_the_headless_service(
     kubectl: Kubectl,
     real_nodes: dict[str, Any],
     provide: Callable[[str, list[str]], dict[str, Path]],
+    tmp_path: Path,
 ) -> None:
     ns, job = env.namespaces[1], "kb-zero2"
     nodes = real_nodes["names"]
@@ -523,6 +528,8 @@ def test_two_workers_on_two_nodes_train_with_zero2_through_the_headless_service(
             baseModel={"pvc": {"claimName": "models", "path": "."}, "digest": env.inputs.model_digest},
             training={**TRAINING, "maxSteps": 8, "batchSize": 2},
             deepspeed={"zeroStage": 2},
+            # Eight steps never get there: the artifact fails this gate.
+            evaluation={"maxEvalLoss": 0.01},
             output={"artifactName": "kb-zero2-v1"},
             # Each worker asks for more than half a node's two CPUs: they cannot share a node.
             resources={"workers": 2, "gpusPerWorker": 0, "cpu": "1200m", "memory": "3Gi"},
@@ -552,10 +559,57 @@ def test_two_workers_on_two_nodes_train_with_zero2_through_the_headless_service(
     assert len(metrics["lossPerStep"]) == 8
     second = kubectl("logs", "-n", work.namespace, pods[1]["metadata"]["name"], "-c", "trainer").stdout
     assert "rank=1 " in second, second[-2000:]
-    # Published under the name the job asked for.
-    wait_condition(kubectl, ns, job, "Published", timeout=120)
+    # Published under the name the job asked for, as a Candidate that failed its gate, judged by
+    # the operator; the alert fires on the operator's real series.
+    published = wait_condition(kubectl, ns, job, "Published", reason="GatesFailed", timeout=120)
+    assert "EvalLoss" in published["message"], published
     assert get(kubectl, "ftj", job, "-n", ns)["status"]["artifactRef"]["name"] == "kb-zero2-v1"
-    assert get(kubectl, "modelartifact", "kb-zero2-v1", "-n", ns)["spec"]["source"]["job"]["name"] == job
+    artifact = get(kubectl, "modelartifact", "kb-zero2-v1", "-n", ns)
+    assert artifact["spec"]["source"]["job"]["name"] == job
+    assert artifact["promotion"]["stage"] == "Candidate" and not artifact["spec"]["evaluation"]["passed"]
+    port = env.operator.settings["operator_metrics_port"]
+    scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert_alert_fires(scrape, "SealtuneArtifactGatesFailed", {"namespace": ns, "name": job}, tmp_path)
+
+
+def assert_alert_fires(scrape: str, alert: str, labels: dict[str, str], directory: Path) -> None:
+    """promtool evaluates the chart's rule for ``alert`` on the series of a real scrape (those
+    its expression reads), held for ten minutes, and finds it firing for ``labels``."""
+    alerts = CHART / "files" / "alerts.yaml"
+    rule = next(
+        r for g in yaml.safe_load(alerts.read_text())["groups"] for r in g["rules"] if r.get("alert") == alert
+    )
+    wanted = set(re.findall(r"\b(sealtune_[a-z_]+)\b", rule["expr"]))
+    series = [
+        {"series": line.rsplit(" ", 1)[0], "values": f"{line.rsplit(' ', 1)[1]}x10"}
+        for line in scrape.splitlines()
+        if line.split("{")[0].split(" ")[0] in wanted
+    ]
+    assert series, f"no {wanted} in the scrape"
+    selector = "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    test = {
+        "rule_files": [str(alerts)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": rule["expr"],
+                        "eval_time": "5m",
+                        "exp_samples": [{"labels": selector, "value": 1}],
+                    }
+                ],
+            }
+        ],
+    }
+    path = directory / "alert_test.yaml"
+    path.write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        [tool("promtool"), "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_operator_that_ran_them_is_refused_outside_its_grants(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import urllib.request
 import uuid
@@ -23,13 +22,7 @@ from tests.support.cluster import LocalCluster
 from tests.support.kube import apply, get, wait_for, workload_of
 from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
 from tests.support.operator import OperatorProcess, token_kubeconfig
-from tests.support.tools import CHART, render, run, tool
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.tools import CHART, free_port, render, run, tool
 
 
 def test_lint_and_template_are_clean() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,24 +24,18 @@ from sealtune.names import workload_namespace
 from sealtune.settings import Settings
 from tests.support.cluster import REPO_ROOT
 from tests.support.objects import data_domain, finetune_job
-from tests.support.tools import tool
+from tests.support.tools import free_port, tool
 
 NS = "team-a"
 DOMAIN_KEY = "domain-team-a"
 OPERATOR_POLICY = REPO_ROOT / "deploy" / "vault" / "sealtune-operator.hcl"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def bao() -> Iterator[hvac.Client]:
     """Root's client of a fresh dev server, mounted as the operator's policy expects: Kubernetes
     auth at kubernetes, KV v2 at secret (the dev server's own), transit at transit."""
-    port, root = _free_port(), secrets.token_hex(16)
+    port, root = free_port(), secrets.token_hex(16)
     server = subprocess.Popen(
         [
             tool("bao"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import socket
 import subprocess
 from typing import Any
 
@@ -49,3 +50,10 @@ def render(*args: str, release: str = "t") -> list[dict[str, Any]]:
         *args,
     )
     return [d for d in yaml.safe_load_all(out) if d]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -4,7 +4,6 @@ reference when a Service is named."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from unittest import mock
 
@@ -12,6 +11,7 @@ from sealtune.adapters import webhook_tls
 from sealtune.handlers.main import peering_priority
 from sealtune.handlers.webhook import WEBHOOKS, server
 from sealtune.settings import Settings
+from tests.support.tools import free_port
 
 
 def test_a_replica_started_later_ranks_lower_unless_a_priority_is_set() -> None:
@@ -40,12 +40,6 @@ def test_new_settings_come_from_the_environment() -> None:
         8443,
     )
     assert Settings().operator_metrics_port is None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def tls_files(host: str, directory: Path) -> dict[str, Path]:
