@@ -47,12 +47,11 @@ from tests.support.kube import apply, get, pods_of, wait_condition, wait_for, wo
 from tests.support.objects import data_domain, finetune_job, workload_namespace_object
 from tests.support.operator import OperatorProcess, chart_rbac, token_kubeconfig
 from tests.support.scan import find_secrets
-from tests.support.tools import CHART, free_port, tool
+from tests.support.tools import CHART, SEALTUNE, free_port, sealtune, tool
 
 pytestmark = pytest.mark.e2e
 
 KNOWLEDGE_BASE = REPO_ROOT / "hack" / "knowledge-base" / "data"
-SEALTUNE = Path(sys.executable).with_name("sealtune")
 RUNTIME_CLASS = "kata-qemu-nvidia-gpu-tdx"
 OPERATOR_NAMESPACE = "sealtune-system"
 # Where pods on the real nodes reach OpenBao (it listens on this host's cluster address too).
@@ -87,19 +86,6 @@ class Env:
     inputs: Inputs
     secrets: list[str]
     """Secret values met during the module; the scans look for every one."""
-
-
-def sealtune(*args: str | Path, kubeconfig: str) -> tuple[int, dict[str, Any]]:
-    """The `sealtune` command as a user runs it, with -o json."""
-    result = subprocess.run(
-        [str(SEALTUNE), *map(str, args), "--kubeconfig", kubeconfig, "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    document: dict[str, Any] = json.loads(result.stdout)
-    return result.returncode, document
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,82 +26,77 @@ from tests.support.kube import apply, get, wait_condition, wait_for, workload_of
 from tests.support.objects import domain_with_claims, finetune_job
 from tests.support.operator import OperatorProcess
 from tests.support.tenancy import TENANT, refused
+from tests.support.tools import sealtune
 
 pytestmark = pytest.mark.security
 
 APPROVER = "bob@approvers.example"
 WRITER = "mallory@team-a.example"
-SEALTUNE = Path(sys.executable).with_name("sealtune")
-As = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture(scope="module")
-def signer() -> signing.PemSigner:
-    return signing.PemSigner(signing.new_private_key_pem())
+@dataclass
+class Scene:
+    """Team A's namespace (``ours``, where the tenant holds `edit`), another team's, the people
+    acting there with their own client certificates, and a signer standing in for the
+    operator's key (artifacts are made by the cluster admin, whom admission trusts as the threat
+    model does)."""
+
+    kubectl: Kubectl
+    ours: str
+    theirs: str
+    people: dict[str, Path]
+    signer: signing.PemSigner
+    key: Path
+    """The signer's public key, for `sealtune --public-key`."""
+    scratch: Path
+
+    def run(self, user: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """kubectl as ``user``."""
+        return self.kubectl("--kubeconfig", str(self.people[user]), *args, check=False, **kwargs)
+
+    def cli(self, user: str, *args: str | Path) -> tuple[int, dict[str, Any]]:
+        """`sealtune` as ``user``."""
+        return sealtune(*args, kubeconfig=self.people[user])
+
+    def artifact(self, name: str, namespace: str | None = None, **options: Any) -> dict[str, Any]:
+        """A ModelArtifact as the operator publishes it for a job TENANT requested."""
+        job = job_manifest("tune", namespace or self.ours)
+        files = write_model(self.scratch / name)
+        return artifact_manifest(name, files, self.signer, job=job, requested_by=TENANT, **options)
+
+    def published(self, name: str, **options: Any) -> dict[str, Any]:
+        """That artifact, stored as a Candidate."""
+        body = json.dumps(self.artifact(name, **options))
+        return json.loads(self.kubectl("create", "-f", "-", "-o", "json", input=body).stdout)
 
 
 @pytest.fixture
-def people(
+def scene(
     cluster: LocalCluster,
     kubectl: Kubectl,
     teams: tuple[str, str],
     vault_operator: OperatorProcess,
     tmp_path: Path,
-) -> Iterator[dict[str, Path]]:
-    """Kubeconfigs of the tenant (who also holds the approver role: the self-approval rule, not
-    RBAC, is what stops them), the approver, and the careless writer (a Role that grants
-    get, create, update and patch on ModelArtifacts and their status). The operator running means
-    its admission policies are installed."""
-    ours, _ = teams
+) -> Scene:
+    """The tenant also holds the approver role (the self-approval rule, not RBAC, is what stops
+    them); the careless writer holds a Role that grants get, create, update and patch on
+    ModelArtifacts and their status. The operator running means its admission policies are in."""
+    ours, theirs = teams
     for user in (TENANT, APPROVER):
-        binding = f"approver-{user.split('@')[0]}"
-        kubectl(
-            "create",
-            "rolebinding",
-            binding,
-            "--clusterrole=t-sealtune-approver",
-            f"--user={user}",
-            "-n",
-            ours,
-        )
+        role = "--clusterrole=t-sealtune-approver"
+        kubectl("create", "rolebinding", f"approver-{user.split('@')[0]}", role, f"--user={user}", "-n", ours)
     kubectl(
         "create", "role", "careless", "--verb=get,create,update,patch", "--resource=modelartifacts",
         "--resource=modelartifacts/status", "-n", ours,
     )  # fmt: skip
     kubectl("create", "rolebinding", "careless", "--role=careless", f"--user={WRITER}", "-n", ours)
-    yield {user: user_kubeconfig(cluster, user, tmp_path / "people") for user in (TENANT, APPROVER, WRITER)}
-
-
-def acting(people: dict[str, Path], kubectl: Kubectl) -> As:
-    """kubectl as one of ``people``."""
-
-    def run(user: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return kubectl("--kubeconfig", str(people[user]), *args, check=False, **kwargs)
-
-    return run
-
-
-def sealtune(people: dict[str, Path], user: str, *args: str | Path) -> tuple[int, dict[str, Any]]:
-    """The `sealtune` CLI as ``user``, with -o json."""
-    result = subprocess.run(
-        [str(SEALTUNE), *map(str, args), "--kubeconfig", str(people[user]), "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    document: dict[str, Any] = json.loads(result.stdout)
-    return result.returncode, document
-
-
-def published(
-    kubectl: Kubectl, namespace: str, name: str, signer: signing.PemSigner, files: Path, **options: Any
-) -> dict[str, Any]:
-    """A Candidate as the operator publishes it for a job TENANT requested (made here by the
-    cluster admin, whom admission trusts as the threat model does)."""
-    job = job_manifest("tune", namespace)
-    body = artifact_manifest(name, write_model(files), signer, job=job, requested_by=TENANT, **options)
-    return json.loads(kubectl("create", "-f", "-", "-o", "json", input=json.dumps(body)).stdout)
+    people = {
+        user: user_kubeconfig(cluster, user, tmp_path / "people") for user in (TENANT, APPROVER, WRITER)
+    }
+    signer = signing.PemSigner(signing.new_private_key_pem())
+    key = tmp_path / "key.pub"
+    key.write_bytes(signer.public_key_pem)
+    return Scene(kubectl, ours, theirs, people, signer, key, tmp_path)
 
 
 def promotion_patch(artifact: dict[str, Any], **promotion: Any) -> list[str]:
@@ -117,18 +111,9 @@ def approval(user: str) -> dict[str, str]:
     return {"approver": user, "approvedAt": "2026-12-07T12:00:00Z", "reason": "reviewed"}
 
 
-def test_only_the_operator_publishes_artifacts_and_writes_their_status(
-    kubectl: Kubectl,
-    teams: tuple[str, str],
-    people: dict[str, Path],
-    signer: signing.PemSigner,
-    tmp_path: Path,
-) -> None:
-    ours, _ = teams
-    run = acting(people, kubectl)
-    forged = artifact_manifest(
-        "forged", write_model(tmp_path / "forged"), signer, job=job_manifest("tune", ours)
-    )
+def test_only_the_operator_publishes_artifacts_and_writes_their_status(scene: Scene) -> None:
+    ours, run, kubectl = scene.ours, scene.run, scene.kubectl
+    forged = scene.artifact("forged")
     forged["promotion"] = {"stage": "Approved", "approvals": [approval(TENANT)]}
     refused(
         run(TENANT, "create", "-f", "-", input=json.dumps(forged)), "forbidden", what="the tenant's create"
@@ -140,7 +125,7 @@ def test_only_the_operator_publishes_artifacts_and_writes_their_status(
         what="a create by a user RBAC lets",
     )
 
-    artifact = published(kubectl, ours, "tune-v1", signer, tmp_path / "files")
+    artifact = scene.published("tune-v1")
     name = artifact["metadata"]["name"]
     spec = json.dumps({"spec": {"storage": {"claimName": "elsewhere", "path": "."}}})
     refused(
@@ -167,22 +152,13 @@ def test_only_the_operator_publishes_artifacts_and_writes_their_status(
     assert promotion["stage"] == "Candidate" and not promotion.get("approvals")
 
 
-def test_an_approval_is_the_requesting_users_and_never_the_requesters(
-    kubectl: Kubectl,
-    teams: tuple[str, str],
-    people: dict[str, Path],
-    signer: signing.PemSigner,
-    tmp_path: Path,
-) -> None:
-    ours, _ = teams
-    run = acting(people, kubectl)
-    key = tmp_path / "key.pub"
-    key.write_bytes(signer.public_key_pem)
-    artifact = published(kubectl, ours, "tune-v1", signer, tmp_path / "files")
+def test_an_approval_is_the_requesting_users_and_never_the_requesters(scene: Scene) -> None:
+    ours, run, kubectl = scene.ours, scene.run, scene.kubectl
+    artifact = scene.published("tune-v1")
 
     # The tenant requested the job: holding the verb does not let them approve its artifact.
-    code, document = sealtune(
-        people, TENANT, "approve", "tune-v1", "-n", ours, "--reason", "mine", "--public-key", key
+    code, document = scene.cli(
+        TENANT, "approve", "tune-v1", "-n", ours, "--reason", "mine", "--public-key", scene.key
     )
     assert code == 3 and "sealtune-artifacts/no-self-approval" in document["error"], document
     # The approver cannot write someone else's name into the record.
@@ -194,8 +170,8 @@ def test_an_approval_is_the_requesting_users_and_never_the_requesters(
         what="an approval in another's name",
     )
     # The approver, through the CLI: recorded under the name the API server authenticated.
-    code, document = sealtune(
-        people, APPROVER, "approve", "tune-v1", "-n", ours, "--reason", "SEC-7", "--public-key", key
+    code, document = scene.cli(
+        APPROVER, "approve", "tune-v1", "-n", ours, "--reason", "SEC-7", "--public-key", scene.key
     )
     assert code == 0, document
     promotion = get(kubectl, "modelartifact", "tune-v1", "-n", ours)["promotion"]
@@ -210,23 +186,16 @@ def test_an_approval_is_the_requesting_users_and_never_the_requesters(
         "sealtune-artifacts/revoke-verb",
         what="a revocation without the verb",
     )
-    code, document = sealtune(people, APPROVER, "revoke", "tune-v1", "-n", ours, "--reason", "leak")
+    code, document = scene.cli(APPROVER, "revoke", "tune-v1", "-n", ours, "--reason", "leak")
     assert code == 0, document
     assert (
         get(kubectl, "modelartifact", "tune-v1", "-n", ours)["promotion"]["revocation"]["revoker"] == APPROVER
     )
 
 
-def test_failed_gates_are_never_approved_and_self_approval_only_where_allowed(
-    kubectl: Kubectl,
-    teams: tuple[str, str],
-    people: dict[str, Path],
-    signer: signing.PemSigner,
-    tmp_path: Path,
-) -> None:
-    ours, _ = teams
-    run = acting(people, kubectl)
-    gated = published(kubectl, ours, "gated-v1", signer, tmp_path / "gated", gates_passed=False)
+def test_failed_gates_are_never_approved_and_self_approval_only_where_allowed(scene: Scene) -> None:
+    run, kubectl = scene.run, scene.kubectl
+    gated = scene.published("gated-v1", gates_passed=False)
     # Past the CLI's own check, straight at the API server.
     refused(
         run(APPROVER, *promotion_patch(gated, stage="Approved", approvals=[approval(APPROVER)])),
@@ -234,20 +203,15 @@ def test_failed_gates_are_never_approved_and_self_approval_only_where_allowed(
         "EvalLoss",
         what="approving failed gates",
     )
-    own = artifact_manifest(
-        "own-v1", write_model(tmp_path / "own"), signer, job=job_manifest("tune", ours), requested_by=TENANT
-    )
+    own = scene.artifact("own-v1")
     own["spec"]["allowSelfApproval"] = True
     created = json.loads(kubectl("create", "-f", "-", "-o", "json", input=json.dumps(own)).stdout)
     result = run(TENANT, *promotion_patch(created, stage="Approved", approvals=[approval(TENANT)]))
     assert result.returncode == 0, result.stderr
 
 
-def test_a_job_records_who_requested_it_and_nobody_rewrites_that(
-    kubectl: Kubectl, teams: tuple[str, str], people: dict[str, Path]
-) -> None:
-    ours, _ = teams
-    run = acting(people, kubectl)
+def test_a_job_records_who_requested_it_and_nobody_rewrites_that(scene: Scene) -> None:
+    ours, run, kubectl = scene.ours, scene.run, scene.kubectl
     apply(kubectl, *domain_with_claims(f"{ours}-d", ours))
     job = finetune_job("requested", ours, f"{ours}-d", scheduling={"suspend": True})
     created = run(TENANT, "create", "-f", "-", "-o", "json", input=json.dumps(job))
@@ -269,43 +233,31 @@ def test_a_job_records_who_requested_it_and_nobody_rewrites_that(
     )
 
 
-def test_a_record_copied_to_another_namespace_does_not_verify(
-    kubectl: Kubectl,
-    teams: tuple[str, str],
-    people: dict[str, Path],
-    signer: signing.PemSigner,
-    tmp_path: Path,
-) -> None:
+def test_a_record_copied_to_another_namespace_does_not_verify(scene: Scene) -> None:
     """A same-named artifact in another team's namespace, carrying team A's signed record
     (made by the cluster admin, who alone could): `sealtune verify` names the mismatch."""
-    ours, theirs = teams
-    key = tmp_path / "key.pub"
-    key.write_bytes(signer.public_key_pem)
-    honest = published(kubectl, ours, "tune-v1", signer, tmp_path / "files")
+    ours, theirs, kubectl = scene.ours, scene.theirs, scene.kubectl
+    honest = scene.published("tune-v1")
     copy = {k: honest[k] for k in ("apiVersion", "kind", "spec")}
     copy["metadata"] = {"name": "tune-v1", "namespace": theirs}
     kubectl("create", "-f", "-", input=json.dumps(copy))
     kubectl("create", "rolebinding", "reader", "--clusterrole=view", f"--user={APPROVER}", "-n", theirs)
-    code, document = sealtune(people, APPROVER, "verify", "tune-v1", "-n", ours, "--public-key", key)
+    code, document = scene.cli(APPROVER, "verify", "tune-v1", "-n", ours, "--public-key", scene.key)
     assert code == 0, document
-    code, document = sealtune(people, APPROVER, "verify", "tune-v1", "-n", theirs, "--public-key", key)
+    code, document = scene.cli(APPROVER, "verify", "tune-v1", "-n", theirs, "--public-key", scene.key)
     assert code == 1, document
     problems = json.dumps(document)
     assert f"not '{theirs}/tune-v1'" in problems and "internalParameters.artifact" in problems
 
 
 def test_a_batch_job_the_operator_did_not_create_is_never_adopted(
-    kubectl: Kubectl,
-    teams: tuple[str, str],
-    people: dict[str, Path],
-    vault_operator: OperatorProcess,
+    scene: Scene, vault_operator: OperatorProcess
 ) -> None:
     """A Job with the FineTuneJob's derived name, labels and uid, made in the workload namespace
     while the operator was down, by a cluster admin who unbound the admission policy that
     refuses anyone but the operator: the job reports the conflict, and the Job is neither used
     nor changed, and no Vault role exists for it."""
-    ours, _ = teams
-    run = acting(people, kubectl)
+    ours, run, kubectl = scene.ours, scene.run, scene.kubectl
     domain = f"{ours}-d"
     apply(kubectl, *domain_with_claims(domain, ours))
     wait_for(lambda: get(kubectl, "dd", domain).get("status", {}).get("phase") == "Ready", 30)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import socket
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,6 +16,7 @@ import yaml
 from tests.support.cluster import REPO_ROOT
 
 CHART = REPO_ROOT / "charts" / "sealtune"
+SEALTUNE = Path(sys.executable).with_name("sealtune")
 KUBE_VERSION = re.search(
     r"^KUBE_VERSION=(\S+)", (REPO_ROOT / "hack/lib/versions.sh").read_text(), re.MULTILINE
 )[1]  # type: ignore[index]
@@ -57,3 +61,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def sealtune(*args: str | Path, kubeconfig: str | Path) -> tuple[int, dict[str, Any]]:
+    """The `sealtune` command as a user runs it, with their kubeconfig and -o json."""
+    result = subprocess.run(
+        [str(SEALTUNE), *map(str, args), "--kubeconfig", str(kubeconfig), "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    document: dict[str, Any] = json.loads(result.stdout)
+    return result.returncode, document
