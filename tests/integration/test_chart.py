@@ -21,7 +21,7 @@ from tests.conftest import Kubectl
 from tests.support.cluster import LocalCluster
 from tests.support.kube import apply, get, wait_for, workload_of
 from tests.support.objects import domain_with_claims, finetune_job, kwok_runtime
-from tests.support.operator import OperatorProcess, token_kubeconfig
+from tests.support.operator import OperatorProcess, rbac_refusals, token_kubeconfig
 from tests.support.tools import CHART, free_port, render, run, tool
 
 
@@ -235,9 +235,7 @@ def test_installed_chart_runs_the_operator_with_exactly_its_permissions(
     finally:
         operator.stop()
     log = operator.log_path.read_text(errors="replace")
-    assert "forbidden" not in log.lower() and "not enough permissions" not in log.lower(), operator.log_tail(
-        80
-    )
+    assert not rbac_refusals(log), operator.log_tail(80)
 
 
 def test_tenant_roles_aggregate_and_grant_no_status_and_no_wildcard() -> None:

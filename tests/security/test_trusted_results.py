@@ -294,7 +294,11 @@ def test_a_batch_job_the_operator_did_not_create_is_never_adopted(
     status = get(kubectl, "ftj", "squatted", "-n", ours)["status"]
     assert status["phase"] == "Blocked" and "batchJobUID" not in status["workload"]
     after = get(kubectl, "job", work.batch_job, "-n", work.namespace)
-    assert after["metadata"]["resourceVersion"] == made["metadata"]["resourceVersion"], "changed"
+    assert after["metadata"]["generation"] == made["metadata"]["generation"], "its spec changed"
+    writers = {e["manager"] for e in after["metadata"]["managedFields"] if not e.get("subresource")}
+    assert "sealtune-operator" not in writers and after["metadata"].get("annotations") == made[
+        "metadata"
+    ].get("annotations")
     assert kubectl(
         "get", "serviceaccount", work.service_account, "-n", work.namespace, check=False
     ).returncode

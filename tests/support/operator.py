@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,3 +143,14 @@ def token_kubeconfig(cluster: LocalCluster, namespace: str, account: str, path: 
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
+
+
+def rbac_refusals(log: str) -> list[str]:
+    """The lines of an operator's log where RBAC refused it something (``... is forbidden: User
+    "..." cannot ...``, or kopf's "not enough permissions"). Admission's refusals are not among
+    them: other tests' objects, left to the namespace controller, may draw those."""
+    return [
+        line
+        for line in log.splitlines()
+        if re.search(r'is forbidden: User "[^"]*" cannot ', line) or "not enough permissions" in line.lower()
+    ]
