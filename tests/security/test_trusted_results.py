@@ -293,7 +293,7 @@ def test_a_batch_job_the_operator_did_not_create_is_never_adopted(
     assert work.batch_job in blocked["message"] and "did not create" in blocked["message"]
     status = get(kubectl, "ftj", "squatted", "-n", ours)["status"]
     assert status["phase"] == "Blocked" and "batchJobUID" not in status["workload"]
-    after = get(kubectl, "job", work.batch_job, "-n", work.namespace)
+    after = get(kubectl, "job", work.batch_job, "-n", work.namespace, "--show-managed-fields")
     assert after["metadata"]["generation"] == made["metadata"]["generation"], "its spec changed"
     writers = {e["manager"] for e in after["metadata"]["managedFields"] if not e.get("subresource")}
     assert "sealtune-operator" not in writers and after["metadata"].get("annotations") == made[
