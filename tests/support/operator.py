@@ -118,12 +118,13 @@ def with_vault(cluster: LocalCluster, directory: Path, **settings: str) -> Opera
 
 
 def chart_rbac(account: str = "sealtune-operator") -> list[dict[str, Any]]:
-    """The chart's RBAC (release sealtune in sealtune-system, without the webhook), bound to the
-    ServiceAccount the cluster scripts make for the operator (and Vault's role names)."""
+    """The chart's RBAC (release sealtune-tests in sealtune-system, without the webhook; the
+    demo's release is sealtune), bound to the ServiceAccount the cluster scripts make for the
+    operator (and Vault's role names)."""
     return render(
         "--set", f"serviceAccount.name={account}", "--set", "webhook.enabled=false",
         "--show-only", "templates/rbac.yaml",
-        release="sealtune",
+        release="sealtune-tests",
     )  # fmt: skip
 
 
