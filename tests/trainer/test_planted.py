@@ -76,6 +76,18 @@ def _rewrite_the_manifest(model: Path, elsewhere: Path) -> None:
     manifest.write(model / "manifest.json", manifest.build(model, files))
 
 
+def _refused_before_import(tmp_path: Path, make_config: MakeConfig, code: int, reason: str,
+                           **changes: Any) -> Any:
+    """Runs the trainer's entry on a small honest data set with ``changes`` to its config, and
+    checks that it stopped with ``code`` and ``reason`` before importing anything heavy."""
+    data_dir, digest = write_dataset(tmp_path / "ds", tiny.make_records("text", 16))
+    config = make_config(data_dir, digest, **changes)
+    outcome = _run_entry(write_config(config, tmp_path / "config.json"))
+    assert outcome == {"code": code, "heavy": []}
+    assert _reason(config.output.termination_message_path) == reason
+    return config
+
+
 @pytest.mark.parametrize("tamper", [_flip_a_byte, _add_a_file, _symlink_to_the_same_bytes,
                                     _symlink_a_directory, _rewrite_the_manifest],
                          ids=lambda tamper: tamper.__name__.strip("_"))
@@ -85,11 +97,8 @@ def test_a_tampered_base_model_is_refused_before_torch_is_imported(
     model = tmp_path / "model"
     shutil.copytree(tiny_model[0], model)
     tamper(model, tmp_path / "elsewhere")
-    data_dir, digest = write_dataset(tmp_path / "ds", tiny.make_records("text", 16))
-    config = make_config(data_dir, digest, model={"path": str(model)})
-    outcome = _run_entry(write_config(config, tmp_path / "config.json"))
-    assert outcome == {"code": EXIT_MODEL_REJECTED, "heavy": []}
-    assert _reason(config.output.termination_message_path) == "ModelRejected"
+    config = _refused_before_import(tmp_path, make_config, EXIT_MODEL_REJECTED, "ModelRejected",
+                                    model={"path": str(model)})
     assert not Path(config.output.dir).exists()
 
 
@@ -124,11 +133,8 @@ def test_an_occupied_or_linked_output_directory_is_refused_before_training(
         plant: Callable[[Path, Path], None], tmp_path: Path, make_config: MakeConfig) -> None:
     out = tmp_path / "claim" / "team-a" / "run"
     plant(out, tmp_path / "elsewhere")
-    data_dir, digest = write_dataset(tmp_path / "ds", tiny.make_records("text", 16))
-    config = make_config(data_dir, digest, output={"dir": str(out)})
-    outcome = _run_entry(write_config(config, tmp_path / "config.json"))
-    assert outcome == {"code": EXIT_OUTPUT_REFUSED, "heavy": []}
-    assert _reason(config.output.termination_message_path) == "OutputRefused"
+    _refused_before_import(tmp_path, make_config, EXIT_OUTPUT_REFUSED, "OutputRefused",
+                           output={"dir": str(out)})
     elsewhere = tmp_path / "elsewhere"
     assert not elsewhere.exists() or list(elsewhere.iterdir()) == [], "nothing went through"
     if plant is _occupy:
