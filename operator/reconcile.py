@@ -181,8 +181,8 @@ class Controller:
     _namespaces_made: set[str] = field(default_factory=set)
     """Workload namespaces this process made: until the watch shows one, it is not made again."""
     _made: dict[Key, str] = field(default_factory=dict)
-    """The uid of each batch Job this process created, until the watch shows it."""
-    """Jobs whose batch Job this process made: until the watch shows it, it is not made again."""
+    """The uid of each batch Job this process created: until the watch shows it, it is not
+    made again, and it is the job's."""
     _domains: dict[str, tuple[str, DataDomain]] = field(default_factory=dict)
     """Parsed DataDomains by name, with the resourceVersion they were parsed from."""
     _closed: bool = False

@@ -72,17 +72,22 @@ class KeySigner(sign_sigstore_pb.Signer, abc.ABC):
     def sign_message(self, message: bytes) -> bytes:
         """A DER-encoded ECDSA signature over sha256(message)."""
 
-    def sign(self, payload: signing.Payload) -> sign_sigstore_pb.Signature:
-        # Compact JSON: the bundle must fit the ModelArtifact's 64 KiB field with 256 files.
-        raw = json_format.MessageToJson(payload.statement.pb, indent=None).encode("utf-8")
+    def sign_in_toto(self, raw: bytes) -> bytes:
+        """The DSSE signature over an in-toto statement's bytes (their pre-authentication
+        encoding), checked with the public key: a remote signer (a rotated or mismatched transit
+        key) must not yield a signature that nobody can verify."""
         pae = sign_sigstore_pb.pae(raw)
         signature = self.sign_message(pae)
         try:
-            # A remote signer (a rotated or mismatched transit key) must not yield a bundle
-            # that nobody can verify; checking here costs one verification.
             self._public_key.verify(signature, pae, _ECDSA_SHA256)
         except InvalidSignature:
             raise SigningError(f"key {self.key_id} returned a signature its public key rejects") from None
+        return signature
+
+    def sign(self, payload: signing.Payload) -> sign_sigstore_pb.Signature:
+        # Compact JSON: the bundle must fit the ModelArtifact's 64 KiB field with 256 files.
+        raw = json_format.MessageToJson(payload.statement.pb, indent=None).encode("utf-8")
+        signature = self.sign_in_toto(raw)
         envelope = intoto.Envelope(
             payload=base64.b64encode(raw),
             payload_type=signing._IN_TOTO_JSON_PAYLOAD_TYPE,

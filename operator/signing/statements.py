@@ -27,12 +27,7 @@ def canonical(statement: Mapping[str, Any]) -> bytes:
 def sign_statement(statement: Mapping[str, Any], signer: KeySigner) -> str:
     """The DSSE envelope (JSON text) of ``statement`` signed by ``signer``."""
     payload = canonical(statement)
-    pae = sign_sigstore_pb.pae(payload)
-    signature = signer.sign_message(pae)
-    try:
-        load_public_key(signer.public_key_pem).verify(signature, pae, _ECDSA_SHA256)
-    except InvalidSignature:
-        raise SigningError(f"key {signer.key_id} returned a signature its public key rejects") from None
+    signature = signer.sign_in_toto(payload)
     envelope = {
         "payloadType": PAYLOAD_TYPE,
         "payload": base64.b64encode(payload).decode(),
