@@ -62,6 +62,7 @@ class Event(StrEnum):
     APPROVAL = "Approval"
     REVOCATION = "Revocation"
     DELETION = "Deletion"
+    RELEASE = "Release"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The ``sealtune`` command: check, export and trace ModelArtifacts, and move them through stages.
 
     sealtune verify  ARTIFACT [--files DIR] [--public-key PEM]
-    sealtune export  ARTIFACT DIR --files SRC [--public-key PEM]
+    sealtune export  ARTIFACT --to DESTINATION --reason R [--timeout S]
     sealtune lineage ARTIFACT
     sealtune approve ARTIFACT --reason R [--public-key PEM]
     sealtune revoke  ARTIFACT --reason R
@@ -10,12 +10,18 @@
 
 ARTIFACT is a ModelArtifact's name, read from the API server (``-n NAMESPACE``,
 ``--kubeconfig``, ``--context``; in a pod, its ServiceAccount), or the path of a YAML or JSON
-file holding one (verify, export and lineage only). The signer's public key is ``--public-key``
+file holding one (verify and lineage only). The signer's public key is ``--public-key``
 or the ConfigMap ``sealtune-signing-key`` in the operator's namespace (``--operator-namespace``,
 default ``$SEALTUNE_OPERATOR_NAMESPACE`` or ``sealtune-system``). ``-o json`` prints one JSON
 document on stdout, errors included, for scripts.
 
-Exit codes: 0 ok; 1 verification failed, or (approve) a gate failed; 2 usage error, or the
+``export`` asks for an artifact's files: the operator decides the request under the domain's
+spec.release and, where it allows, copies the signed files, rehashed, with the signature bundle
+to the destination claim the domain names (sealtune/releases.py). The request, its outcome and
+who asked are in the artifact and the operator's audit log.
+
+Exit codes: 0 ok; 1 verification failed, (approve) a gate failed, or (export) the release was
+refused or failed; 2 usage error, or the
 artifact, key or files are missing or malformed; 3 the API server refused the change (a stage
 transition its rules forbid) or could not be reached.
 
@@ -31,26 +37,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 import yaml
 
 from sealtune import audit, provenance, signing
 from sealtune.api.v1alpha1 import GROUP, VERSION, ModelArtifact
-from sealtune.api.v1alpha1.modelartifact import Approval, Revocation
+from sealtune.api.v1alpha1.modelartifact import Approval, ReleaseRequest, Revocation
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_API = 3
 
+T = TypeVar("T")
 PLURAL = "modelartifacts"
 CONFLICT_ATTEMPTS = 3
 _POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -141,18 +148,22 @@ class Cluster:
             ),
         )
 
-    def whoami(self) -> str:
-        """The user name the API server authenticates this client as (a SelfSubjectReview)."""
+    def identity(self) -> tuple[str, list[str]]:
+        """The user name and groups the API server authenticates this client as (a
+        SelfSubjectReview), as admission will see them on the next request."""
         from kubernetes.client import V1SelfSubjectReview
 
         review = V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
         found = self._call(
             "selfsubjectreview", lambda: self._auth.create_self_subject_review(review).to_dict()
         )
-        name = ((found.get("status") or {}).get("user_info") or {}).get("username")
-        if not name:
+        user = (found.get("status") or {}).get("user_info") or {}
+        if not user.get("username"):
             raise CliError("the API server did not say who you are", EXIT_API)
-        return str(name)
+        return str(user["username"]), [str(g) for g in user.get("groups") or []]
+
+    def whoami(self) -> str:
+        return self.identity()[0]
 
     @staticmethod
     def _call(what: str, request: Callable[[], Any]) -> dict[str, Any]:
@@ -294,83 +305,6 @@ def verify(ctx: Context) -> Outcome:
     return Outcome(data, lines, EXIT_OK if check.ok else EXIT_FAILED)
 
 
-def export(ctx: Context) -> Outcome:
-    artifact, _ = ctx.artifact()
-    key = ctx.public_key()
-    source, target = Path(ctx.args.files), Path(ctx.args.dir)
-    if not source.is_dir():
-        raise CliError(f"--files {source}: not a directory")
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise CliError(f"{target} exists and is not an empty directory")
-    check = signing.check_artifact(artifact, key)
-    if not check.ok or check.signed is None:
-        return _refused(
-            artifact,
-            check,
-            f"ModelArtifact {_name(artifact)} does not verify; nothing exported",
-            exported=False,
-        )
-    paths = sorted(check.signed.files)
-    created = not target.exists()
-    try:
-        _copy(source, target, paths)
-        (target / signing.SIGNATURE_FILE).write_text(artifact.spec.signature.bundle, encoding="utf-8")
-        # The copy is checked, not assumed: SRC may hold files that differ from the signature.
-        check = signing.check_artifact(artifact, key, target)
-    except CliError:
-        _remove(target, created)
-        raise
-    except OSError as exc:
-        _remove(target, created)
-        raise CliError(f"cannot export to {target}: {exc}") from None
-    if not check.ok:
-        _remove(target, created)
-        headline = f"the files in {source} do not match ModelArtifact {_name(artifact)}; nothing exported"
-        return _refused(artifact, check, headline, exported=False)
-    bundle = target / signing.SIGNATURE_FILE
-    key_file = ctx.args.public_key or "sealtune.pub"
-    command = f"model_signing verify key {target} --signature {bundle} --public_key {key_file}"
-    lines = [f"exported {len(paths)} files and the signature {bundle}; check them with:"]
-    if not ctx.args.public_key:
-        lines.append(
-            f"  kubectl get configmap {signing.PUBLIC_KEY_CONFIGMAP} -n {ctx.args.operator_namespace} "
-            f"-o jsonpath='{{.data.public\\.pem}}' > sealtune.pub"
-        )
-    lines.append(f"  {command}")
-    data = {
-        "artifact": _name(artifact),
-        "exported": True,
-        "directory": str(target),
-        "signature": str(bundle),
-        "files": paths,
-        "verifyCommand": command,
-    }
-    return Outcome(data, lines)
-
-
-def _copy(source: Path, target: Path, paths: list[str]) -> None:
-    """Copies the signed files only (their paths were checked when the bundle verified)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        origin = source / path
-        if origin.is_symlink() or not origin.is_file():
-            raise CliError(f"{path}: missing from {source}, or not a regular file", EXIT_FAILED)
-        (target / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(origin, target / path)
-
-
-def _remove(target: Path, created: bool) -> None:
-    """Undoes a failed export: the directory if this command made it, else what it wrote."""
-    if created:
-        shutil.rmtree(target, ignore_errors=True)
-        return
-    for child in target.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
-
-
 def lineage(ctx: Context) -> Outcome:
     artifact, raw = ctx.artifact()
     spec, statement = artifact.spec, artifact.spec.provenance
@@ -472,11 +406,11 @@ def _gate_values(gate: dict[str, Any]) -> str:
     return f" ({gate['value']} against {gate.get('threshold')})"
 
 
-def _retry_on_conflict(verb: Callable[[Context], Outcome]) -> Callable[[Context], Outcome]:
+def _retry_on_conflict(verb: Callable[[Context], T]) -> Callable[[Context], T]:
     """Runs ``verb`` again, from a fresh read, when its write meets a newer version: the
     operator may write the artifact's status between the read and the write."""
 
-    def run(ctx: Context) -> Outcome:
+    def run(ctx: Context) -> T:
         for _ in range(CONFLICT_ATTEMPTS - 1):
             try:
                 return verb(ctx)
@@ -542,8 +476,71 @@ def revoke(ctx: Context) -> Outcome:
     return Outcome({"artifact": _name(artifact), "revoked": True, "revocation": revocation}, [line])
 
 
-def _decision(model: type[Approval] | type[Revocation], **fields: Any) -> dict[str, Any]:
-    """The approval or revocation as JSON, checked against the API's own bounds first."""
+@_retry_on_conflict
+def _request_release(ctx: Context) -> tuple[ModelArtifact, int]:
+    """Appends the request under the caller's own name and groups; returns its index."""
+    artifact, raw = ctx.artifact(from_file=False)
+    promotion = raw.get("promotion") or {}
+    if promotion.get("stage") == "Revoked":
+        raise CliError(
+            f"ModelArtifact {_name(artifact)} is Revoked: its files are released to nobody", EXIT_API
+        )
+    username, groups = ctx.cluster.identity()
+    request = _decision(
+        ReleaseRequest,
+        destination=ctx.args.to,
+        requester=username,
+        groups=groups,
+        requested_at=datetime.now(UTC),
+        reason=ctx.args.reason,
+    )
+    releases = [*promotion.get("releases", []), request]
+    patch = {
+        "metadata": {"resourceVersion": raw["metadata"]["resourceVersion"]},
+        "promotion": {"releases": releases},
+    }
+    ctx.cluster.patch_artifact(ctx.namespace, artifact.metadata["name"], patch)
+    return artifact, len(releases) - 1
+
+
+def export(ctx: Context) -> Outcome:
+    artifact, index = _request_release(ctx)
+    name, deadline = artifact.metadata["name"], time.monotonic() + ctx.args.timeout
+    outcome: dict[str, Any] | None = None
+    while outcome is None:
+        found = (ctx.cluster.artifact(ctx.namespace, name).get("status") or {}).get("releases") or []
+        outcome = next((o for o in found if o.get("index") == index), None)
+        if outcome is None:
+            if time.monotonic() > deadline:
+                message = (
+                    f"release request {index} of ModelArtifact {_name(artifact)} is recorded, but the "
+                    f"operator gave no outcome in {ctx.args.timeout:g} s; it decides it when it runs "
+                    f"(status.releases[index={index}])"
+                )
+                data = {"artifact": _name(artifact), "released": False, "index": index, "error": message}
+                return Outcome(data, [message], EXIT_FAILED)
+            time.sleep(1.0)
+    data = {"artifact": _name(artifact), "released": outcome["phase"] == "Released", **outcome}
+    if outcome["phase"] != "Released":
+        line = f"not released ({outcome['phase']}, {outcome['reason']}): {outcome.get('message', '')}"
+        return Outcome(data, [line], EXIT_FAILED)
+    directory = outcome["path"]
+    command = (
+        f"model_signing verify key DIR --signature DIR/{signing.SIGNATURE_FILE} --public_key sealtune.pub"
+    )
+    data["verifyCommand"] = command
+    lines = [
+        f"released {outcome['files']} files ({outcome['bytes']} bytes) and the signature bundle to claim "
+        f"{outcome['claimName']}, directory {directory}; each file was rehashed on the way.",
+        f"Where that claim is mounted, check them with (DIR: that directory):\n  {command}",
+    ]
+    return Outcome(data, lines)
+
+
+def _decision(
+    model: type[Approval] | type[Revocation] | type[ReleaseRequest], **fields: Any
+) -> dict[str, Any]:
+    """The approval, revocation or release request as JSON, checked against the API's own bounds first."""
     try:
         return model(**fields).to_json()
     except pydantic.ValidationError as exc:
@@ -615,12 +612,21 @@ def parser() -> argparse.ArgumentParser:
     one.add_argument("--public-key", metavar="PEM", help=key_help)
 
     one = verbs.add_parser(
-        "export", parents=[common], help="copy the signed files and the signature bundle to DIR"
+        "export",
+        parents=[common],
+        help="ask for the signed files under the domain's release rule; they land on its destination",
     )
-    one.add_argument("artifact", help=artifact_help)
-    one.add_argument("dir", help="new or empty directory to export into")
-    one.add_argument("--files", metavar="SRC", required=True, help="where the artifact's files are now")
-    one.add_argument("--public-key", metavar="PEM", help=key_help)
+    one.add_argument("artifact", help="a ModelArtifact's name")
+    one.add_argument(
+        "--to", required=True, metavar="DESTINATION", help="one of the domain's spec.release.destinations"
+    )
+    one.add_argument("--reason", required=True, help="why, e.g. the deployment or ticket")
+    one.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for the operator's outcome (default: %(default)s)",
+    )
 
     one = verbs.add_parser(
         "lineage", parents=[common], help="job, domain, data, placement, images, gates, deletions"

@@ -88,6 +88,13 @@ DELETIONS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+RELEASES = Counter(
+    "sealtune_artifact_releases",
+    "Requests for an artifact's files the operator decided, by outcome (Released, Refused by the "
+    "domain's rule, Failed while copying).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 RECEIPTS_FAILED = Counter(
     "sealtune_deletion_receipts_failed",
     "Deletions done whose receipt could not be signed or written to the audit log (retried).",
@@ -134,6 +141,10 @@ def vault_error(operation: str) -> None:
 
 def deletion_done(kind: str) -> None:
     DELETIONS.labels(kind=kind).inc()
+
+
+def release_decided(outcome: str) -> None:
+    RELEASES.labels(outcome=outcome).inc()
 
 
 def receipt_failed() -> None:

@@ -7,8 +7,9 @@ ModelArtifacts in every namespace, so they hold while the operator is down.
   policy's API is not served, the user sets it to their own name) and any change to it later.
   The operator copies it into the job's ModelArtifact, where it decides who may approve.
 - ``sealtune-artifacts``: only the operator creates ModelArtifacts, each as a Candidate with no
-  approvals, and only it writes their status. An approval or revocation is appended by the user
-  who makes the request, under their own name, and needs the verb ``approve`` or ``revoke`` on
+  approvals, and only it writes their status. An approval, revocation or release request is
+  appended by the user who makes the request, under their own name (a release request also with
+  their groups), and needs the verb ``approve``, ``revoke`` or ``release`` on
   ``modelartifacts/promotion`` (checked by the API server's authorizer, as
   CertificateSigningRequest approval checks ``approve`` on ``signers``). Approved needs every
   gate passed; the job's requester cannot approve unless the domain allowed self-approval when
@@ -159,9 +160,9 @@ def artifact_policy(operator_username: str) -> Manifest:
                 "starts-as-candidate",
                 p,
                 "request.operation != 'CREATE' || (variables.stage == 'Candidate' && "
-                "size(variables.approvals) == 0)",
-                "'a new ModelArtifact starts with promotion.stage Candidate and no approvals; "
-                "approve it afterwards (sealtune approve).'",
+                "size(variables.approvals) == 0 && size(variables.releases) == 0)",
+                "'a new ModelArtifact starts with promotion.stage Candidate, no approvals and no "
+                "release requests; approve it afterwards (sealtune approve).'",
             ),
             _check(
                 "status-writer",
@@ -206,6 +207,23 @@ def artifact_policy(operator_username: str) -> Manifest:
                 "admin to set spec.allowSelfApproval on the DataDomain.'",
             ),
             _check(
+                "releaser-is-requester",
+                p,
+                "variables.addedReleases.all(r, r.requester == request.userInfo.username && "
+                "r.?groups.orValue([]) == request.userInfo.?groups.orValue([]))",
+                "'promotion.releases: a new request must name as requester the user who makes the "
+                "request, ' + request.userInfo.username + ', and as groups those the API server "
+                "authenticated for that user (sealtune export fills both in).'",
+            ),
+            _check(
+                "release-verb",
+                p,
+                f"size(variables.addedReleases) == 0 || {_authorized('release')}",
+                "request.userInfo.username + ' may not request the files of ModelArtifacts in ' + "
+                "request.namespace + ': that needs the verb release on "
+                "modelartifacts/promotion (the releaser role of the chart).'",
+            ),
+            _check(
                 "revoker-is-requester",
                 p,
                 "!variables.revoking || object.promotion.revocation.revoker == request.userInfo.username",
@@ -225,10 +243,16 @@ def artifact_policy(operator_username: str) -> Manifest:
             {"name": "operator", "expression": f"request.userInfo.username == {operator}"},
             {"name": "stage", "expression": "object.?promotion.?stage.orValue('Candidate')"},
             {"name": "approvals", "expression": "object.?promotion.?approvals.orValue([])"},
+            {"name": "releases", "expression": "object.?promotion.?releases.orValue([])"},
             {
                 "name": "added",
                 "expression": "request.operation != 'UPDATE' ? [] : variables.approvals.filter(a, "
                 "!(a in oldObject.?promotion.?approvals.orValue([])))",
+            },
+            {
+                "name": "addedReleases",
+                "expression": "request.operation != 'UPDATE' ? variables.releases : variables.releases"
+                ".filter(r, !(r in oldObject.?promotion.?releases.orValue([])))",
             },
             {
                 "name": "approving",

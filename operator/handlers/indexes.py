@@ -21,6 +21,7 @@ from ..artifacts import ArtifactKeeper
 from ..names import LABEL_JOB, LABEL_JOB_NAMESPACE
 from ..observe import observe_job, observe_pod
 from ..reconcile import Controller, Packed, Snapshot, slim
+from ..releases import Releaser
 
 
 @kopf.index(GROUP, VERSION, "datadomains")
@@ -164,3 +165,5 @@ async def modelartifact_changed(memo: kopf.Memo, body: kopf.Body, type: str, **_
         keeper.forget(meta["namespace"], meta["name"], meta.get("uid"))
         return
     await keeper.changed(dict(body))
+    releaser: Releaser = memo.releases
+    releaser.changed(dict(body))

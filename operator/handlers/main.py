@@ -28,6 +28,7 @@ from ..keys import OperatorKeys
 from ..names import ANNOTATION_REQUESTED_BY
 from ..publication import Publisher
 from ..reconcile import Controller
+from ..releases import Releaser
 from ..settings import Settings
 from .indexes import start_informers, stop_informers
 
@@ -97,6 +98,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     await audit.start()
     memo.artifacts = ArtifactKeeper(kube, keys, audit)
+    memo.releases = Releaser(ours, kube, keys, audit)
     memo.vault = vault
     username = await install_admission_policies(kube)
     memo.controller = Controller(

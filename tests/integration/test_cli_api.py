@@ -1,4 +1,4 @@
-"""``sealtune`` against the real API server with the generated CRDs: verify, export and lineage
+"""``sealtune`` against the real API server with the generated CRDs: verify and lineage
 of stored ModelArtifacts, and approve and revoke through the API server's stage rules."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from tests.support.artifacts import (
     artifact_manifest,
     flip_byte,
     job_manifest,
-    model_signing_verify,
     write_model,
 )
 from tests.support.objects import data_domain
@@ -123,9 +122,6 @@ def test_an_artifact_signed_by_another_key_is_refused(
     assert code == cli.EXIT_FAILED
     assert "Key mismatch" in document["signature"]["problems"][0]
     assert document["files"]["checked"] is False
-    code, document = sealtune("export", "forged-v1", tmp_path / "out", "--files", files)
-    assert code == cli.EXIT_FAILED and document["exported"] is False
-    assert not (tmp_path / "out").exists()
     code, document = sealtune("approve", "forged-v1", "--reason", "looks fine")
     assert code == cli.EXIT_FAILED and document["approved"] is False
     assert stored(kubectl, namespace, "forged-v1")["promotion"]["stage"] == "Candidate"
@@ -143,32 +139,6 @@ def test_missing_artifact_and_missing_key_exit_2(
     assert document["error"].startswith(
         f"no public key: configmap {namespace}/sealtune-signing-key not found"
     )
-
-
-def test_export_by_name_for_model_signing(
-    sealtune: Sealtune, kubectl: Kubectl, namespace: str, signer: signing.PemSigner, tmp_path: Path
-) -> None:
-    files = write_model(tmp_path / "files")
-    publish(kubectl, namespace, "tune-v1", files, signer)
-    target = tmp_path / "export"
-    code, document = sealtune("export", "tune-v1", target, "--files", files)
-    assert code == cli.EXIT_OK, document
-    key = tmp_path / "sealtune.pub"
-    key.write_text(
-        kubectl(
-            "get",
-            "configmap",
-            signing.PUBLIC_KEY_CONFIGMAP,
-            "-n",
-            sealtune.key_namespace,
-            "-o",
-            "jsonpath={.data.public\\.pem}",
-        ).stdout
-    )
-    accepted = model_signing_verify(target, target / signing.SIGNATURE_FILE, key)
-    assert accepted.returncode == 0, accepted.stderr
-    flip_byte(target / "adapter_config.json")
-    assert model_signing_verify(target, target / signing.SIGNATURE_FILE, key).returncode == 1
 
 
 def test_lineage_with_the_jobs_deletion_receipts(

@@ -118,7 +118,7 @@ def test_deadlines_passed_while_the_operator_was_down_are_met_on_its_return_and_
         cond = next(c for c in status["conditions"] if c["type"] == "DataDeleted")
         assert (cond["status"], cond["reason"]) == ("False", "DeletionsPending")
 
-    audit = operator.log_path.with_name("audit.jsonl")
+    audit = operator.audit_path
     result = audit_verify(audit)
     assert result.returncode == 0, result.stdout + result.stderr
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
@@ -212,10 +212,7 @@ def test_artifacts_past_their_retention_go_unless_approved_and_pinned(
     time.sleep(10)  # well past the pinned one's keepFor
     assert exists(kubectl, "modelartifact", "pinned", "-n", ns), "an Approved, pinned artifact was deleted"
 
-    entries = [
-        json.loads(line)
-        for line in operator_with_vault.log_path.with_name("audit.jsonl").read_text().splitlines()
-    ]
+    entries = [json.loads(line) for line in operator_with_vault.audit_path.read_text().splitlines()]
     (deleted,) = [e for e in entries if e["event"] == "Deletion" and e["subject"]["name"] == "short-lived"]
     assert deleted["details"]["policy"] == "spec.retention.keepFor=8s"
     assert receipts.verify_receipt(deleted["details"], public_key(kubectl))

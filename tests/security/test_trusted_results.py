@@ -32,6 +32,8 @@ pytestmark = pytest.mark.security
 
 APPROVER = "bob@approvers.example"
 WRITER = "mallory@team-a.example"
+RELEASER = "rita@deploy.example"
+RELEASERS_GROUP = "deployers"
 
 
 @dataclass
@@ -80,7 +82,8 @@ def scene(
 ) -> Scene:
     """The tenant also holds the approver role (the self-approval rule, not RBAC, is what stops
     them); the careless writer holds a Role that grants get, create, update and patch on
-    ModelArtifacts and their status. The operator running means its admission policies are in."""
+    ModelArtifacts and their status; the releaser (in group deployers) holds the releaser role.
+    The operator running means its admission policies are in."""
     ours, theirs = teams
     for user in (TENANT, APPROVER):
         role = "--clusterrole=t-sealtune-approver"
@@ -90,9 +93,12 @@ def scene(
         "--resource=modelartifacts/status", "-n", ours,
     )  # fmt: skip
     kubectl("create", "rolebinding", "careless", "--role=careless", f"--user={WRITER}", "-n", ours)
+    role = "--clusterrole=t-sealtune-releaser"
+    kubectl("create", "rolebinding", "releaser", role, f"--user={RELEASER}", "-n", ours)
     people = {
         user: user_kubeconfig(cluster, user, tmp_path / "people") for user in (TENANT, APPROVER, WRITER)
     }
+    people[RELEASER] = user_kubeconfig(cluster, RELEASER, tmp_path / "people", groups=(RELEASERS_GROUP,))
     signer = signing.PemSigner(signing.new_private_key_pem())
     key = tmp_path / "key.pub"
     key.write_bytes(signer.public_key_pem)
@@ -208,6 +214,113 @@ def test_failed_gates_are_never_approved_and_self_approval_only_where_allowed(sc
     created = json.loads(kubectl("create", "-f", "-", "-o", "json", input=json.dumps(own)).stdout)
     result = run(TENANT, *promotion_patch(created, stage="Approved", approvals=[approval(TENANT)]))
     assert result.returncode == 0, result.stderr
+
+
+def release_request(requester: str, *groups: str) -> dict[str, Any]:
+    return {
+        "destination": "serving",
+        "requester": requester,
+        "groups": list(groups or (RELEASERS_GROUP, "system:authenticated")),
+        "requestedAt": "2026-12-07T12:00:00Z",
+        "reason": "deploy",
+    }
+
+
+def test_weights_leave_the_domain_only_as_its_rule_says(
+    scene: Scene, vault_operator: OperatorProcess
+) -> None:
+    """Who may ask is the API server's to check (RBAC and admission, under the asker's own name);
+    whether the files may go is the operator's, under the DataDomain's spec.release: never by
+    default, then only in the stages and to the destinations and groups it names, and only
+    for an artifact that verifies with the operator's key. Each decision is in the audit log."""
+    ours, run, kubectl = scene.ours, scene.run, scene.kubectl
+    domain = f"{ours}-r"
+    apply(kubectl, *domain_with_claims(domain, ours))
+    uid = get(kubectl, "datadomain", domain)["metadata"]["uid"]
+    files = write_model(scene.scratch / "tune-v1")
+    body = artifact_manifest(
+        "tune-v1", files, scene.signer, job=job_manifest("tune", ours, domain=domain), requested_by=TENANT,
+        domain_uid=uid,
+    )  # fmt: skip
+    artifact = json.loads(kubectl("create", "-f", "-", "-o", "json", input=json.dumps(body)).stdout)
+
+    def export(user: str, destination: str = "serving") -> tuple[int, dict[str, Any]]:
+        return scene.cli(
+            user,
+            "export",
+            "tune-v1",
+            "-n",
+            ours,
+            "--to",
+            destination,
+            "--reason",
+            "deploy",
+            "--timeout",
+            "90",
+        )
+
+    # Asking needs the verb release, under one's own name and groups.
+    code, document = export(TENANT)
+    assert code == 3 and "sealtune-artifacts/release-verb" in document["error"], document
+    refused(
+        run(WRITER, *promotion_patch(artifact, releases=[release_request(WRITER, "system:authenticated")])),
+        "sealtune-artifacts/release-verb",
+        what="a request without the verb",
+    )
+    refused(
+        run(RELEASER, *promotion_patch(artifact, releases=[release_request(APPROVER)])),
+        "sealtune-artifacts/releaser-is-requester",
+        what="a request in another's name",
+    )
+    refused(
+        run(RELEASER, *promotion_patch(artifact, releases=[release_request(RELEASER, "auditors")])),
+        "sealtune-artifacts/releaser-is-requester",
+        what="a request claiming groups the user is not in",
+    )
+
+    # The domain keeps its weights by default: the releaser's own request is refused.
+    code, document = export(RELEASER)
+    assert code == 1 and (document["phase"], document["reason"]) == ("Refused", "ReleaseForbidden"), document
+    rule = {
+        "stages": ["Approved"],
+        "destinations": [
+            {"name": "serving", "claimName": "outputs", "path": "releases", "namespaces": [ours]},
+            {"name": "auditors-only", "claimName": "outputs", "path": "audit", "groups": ["auditors"]},
+        ],
+    }
+    kubectl("patch", "datadomain", domain, "--type=merge", "--patch", json.dumps({"spec": {"release": rule}}))
+    code, document = export(RELEASER)
+    assert code == 1 and document["reason"] == "StageNotReleased" and "Candidate" in document["message"]
+    code, document = scene.cli(
+        APPROVER, "approve", "tune-v1", "-n", ours, "--reason", "SEC-9", "--public-key", scene.key
+    )
+    assert code == 0, document
+    assert export(RELEASER, "elsewhere")[1]["reason"] == "UnknownDestination"
+    assert export(RELEASER, "auditors-only")[1]["reason"] == "GroupNotAllowed"
+    # Approved and allowed, but signed by a key that is not the operator's: nothing leaves.
+    code, document = export(RELEASER)
+    assert code == 1 and document["reason"] == "NotVerified", document
+
+    reasons = ["ReleaseForbidden", "StageNotReleased", "UnknownDestination", "GroupNotAllowed", "NotVerified"]
+    stored = get(kubectl, "modelartifact", "tune-v1", "-n", ours)
+    assert [r["requester"] for r in stored["promotion"]["releases"]] == [RELEASER] * 5
+    assert [(o["phase"], o["reason"]) for o in stored["status"]["releases"]] == [
+        ("Refused", r) for r in reasons
+    ]
+    jobs = kubectl(
+        "get", "jobs", "-A", "-l", f"sealtune.dev/release-of={stored['metadata']['uid']}", "-o", "name"
+    )
+    assert jobs.stdout.strip() == "", "no release pod ran"
+    audit = [json.loads(line) for line in vault_operator.audit_path.read_text().splitlines()]
+    decided = [
+        e["details"]
+        for e in audit
+        if e["event"] == "Release" and e["subject"]["uid"] == stored["metadata"]["uid"]
+    ]
+    assert [(d["decision"], d["why"], d["requester"]) for d in decided] == [
+        ("Refused", r, RELEASER) for r in reasons
+    ]
+    assert all(d["groups"] == [RELEASERS_GROUP, "system:authenticated"] for d in decided)
 
 
 def test_a_job_records_who_requested_it_and_nobody_rewrites_that(scene: Scene) -> None:

@@ -217,7 +217,7 @@ def assert_promises_kept(
     secret: str,
 ) -> None:
     """Every invariant after a run: those checked from outside, no rollback seen, no secret found."""
-    audit = operator.log_path.with_name("audit.jsonl")
+    audit = operator.audit_path
     violations = history.violations + check_invariants(kubectl, vault, ns, names, audit)
     violations += find_secrets(cluster, [secret], [operator.log_path])
     assert not violations, f"seed {SEED}:\n" + "\n".join(violations[:30])

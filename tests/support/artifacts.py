@@ -62,6 +62,7 @@ def artifact_manifest(
     job: dict[str, Any],
     gates_passed: bool = True,
     requested_by: str = "alice@example.com",
+    domain_uid: str = "0d0d0d0d-0000-4000-8000-000000000002",
 ) -> dict[str, Any]:
     """The ModelArtifact the publication step writes for the files under ``files``, produced
     by ``job`` (a FineTuneJob manifest with metadata.uid, which ``requested_by`` created) and
@@ -94,7 +95,7 @@ def artifact_manifest(
             source.spec.domain_ref.name, source.metadata["namespace"], retention={"artifacts": "720h"}
         )
     )
-    domain.metadata["uid"] = "0d0d0d0d-0000-4000-8000-000000000002"
+    domain.metadata["uid"] = domain_uid
     artifact = publication.model_artifact(
         source,
         domain,

@@ -33,6 +33,11 @@ class OperatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
+    @property
+    def audit_path(self) -> Path:
+        """Where it writes its audit log."""
+        return self.log_path.with_name("audit.jsonl")
+
     def env(self) -> dict[str, str]:
         # Credentials come from --kubeconfig alone, as a user would run it.
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
@@ -40,7 +45,7 @@ class OperatorProcess:
             "SEALTUNE_WEBHOOK_ADDRESS", self.cluster.kubeconfig_server.split("//")[1].split(":")[0]
         )
         env.setdefault("SEALTUNE_WEBHOOK_PORT", str(WEBHOOK_PORT))
-        env.setdefault("SEALTUNE_AUDIT_PATH", str(self.log_path.with_name("audit.jsonl")))
+        env.setdefault("SEALTUNE_AUDIT_PATH", str(self.audit_path))
         env.update({f"SEALTUNE_{k.upper()}": v for k, v in self.settings.items()})
         return env
 

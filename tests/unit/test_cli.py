@@ -1,4 +1,4 @@
-"""``sealtune`` on artifacts held in files (no API server): verify, export and lineage, their
+"""``sealtune`` on artifacts held in files (no API server): verify and lineage, their
 exit codes and JSON output. The verbs against the real API server are in tests/integration."""
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from tests.support.artifacts import (
     artifact_manifest,
     flip_byte,
     job_manifest,
-    model_signing_verify,
     write_model,
 )
 
@@ -122,60 +121,6 @@ def test_usage_errors_exit_2(setup: dict[str, Path], capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as usage:
         cli.main(["verify"])
     assert usage.value.code == cli.EXIT_USAGE
-
-
-def test_export_is_ready_for_model_signing(
-    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    (setup["files"] / "manifest.json").write_text("{}")  # unsigned files in SRC stay behind
-    target = setup["tmp"] / "export" / "tune-v1"
-    code, document = run_json(
-        capsys, "export", setup["artifact"], target, "--files", setup["files"], "--public-key", setup["key"]
-    )
-    assert code == cli.EXIT_OK, document
-    assert document["files"] == [
-        "adapter_config.json",
-        "adapter_model.safetensors",
-        "tokenizer/tokenizer.json",
-    ]
-    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == sorted(
-        [*document["files"], "model.sig"]
-    )
-    accepted = model_signing_verify(target, target / "model.sig", setup["key"])
-    assert accepted.returncode == 0, accepted.stderr
-    assert f"--public_key {setup['key']}" in document["verifyCommand"]
-
-    flip_byte(target / "tokenizer" / "tokenizer.json")
-    assert model_signing_verify(target, target / "model.sig", setup["key"]).returncode == 1
-    code, _, _ = run(capsys, "verify", setup["artifact"], "--public-key", setup["key"], "--files", target)
-    assert code == cli.EXIT_FAILED
-
-
-def test_export_refuses_files_that_do_not_verify(
-    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    target = setup["tmp"] / "out"
-    flip_byte(setup["files"] / "adapter_config.json")
-    code, out, _ = run(
-        capsys, "export", setup["artifact"], target, "--files", setup["files"], "--public-key", setup["key"]
-    )
-    assert code == cli.EXIT_FAILED
-    assert "nothing exported" in out and "adapter_config.json: content differs" in out
-    assert not target.exists()
-
-    (setup["files"] / "adapter_config.json").unlink()
-    target.mkdir()
-    code, _, err = run(
-        capsys, "export", setup["artifact"], target, "--files", setup["files"], "--public-key", setup["key"]
-    )
-    assert code == cli.EXIT_FAILED and "adapter_config.json: missing" in err
-    assert target.is_dir() and not any(target.iterdir())
-
-    (target / "keep").write_text("x")
-    code, _, err = run(
-        capsys, "export", setup["artifact"], target, "--files", setup["files"], "--public-key", setup["key"]
-    )
-    assert code == cli.EXIT_USAGE and "not an empty directory" in err
 
 
 def test_lineage_of_a_file(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

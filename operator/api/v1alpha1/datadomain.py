@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import AGE, LIST_SET, KindInfo, KubeModel, KubeResource, PrinterColumn, Rule, immutable
+from .base import AGE, LIST_SET, KindInfo, KubeModel, KubeResource, PrinterColumn, Rule, immutable, list_map
 from .meta import (
     Condition,
     LabelSelector,
@@ -24,6 +24,7 @@ from .scalars import (
     LabelValue,
     RelativePath,
     Time,
+    UserGroup,
     VaultPathPrefix,
     WrappedKey,
 )
@@ -267,6 +268,57 @@ class Retention(KubeModel):
     defaults to true."""
 
 
+ReleasableStage = Literal["Candidate", "Approved"]
+
+
+class ReleaseDestination(KubeModel):
+    """Storage that released weights may go to: a claim in the domain's workload namespace that a
+    cluster admin provisions for the recipients (for example an NFS export or a bucket-backed
+    volume that the serving side mounts read-only). Tenants cannot reach it from the workload
+    namespace; only the operator's release pod writes there."""
+
+    name: DNSLabel
+    """What a release request names (sealtune export --to NAME). Required."""
+
+    claim_name: DNSSubdomain
+    """The PersistentVolumeClaim, in the domain's workload namespace. Required."""
+
+    path: RelativePath = "."
+    """Directory in the claim; each release lands in <path>/<namespace>/<artifact>-<uid>.
+    Optional; defaults to the claim's root."""
+
+    namespaces: list[DNSLabel] = Field(default_factory=list, max_length=256, json_schema_extra=LIST_SET)
+    """Namespaces whose artifacts may be released here. Optional; empty admits every namespace
+    the domain admits."""
+
+    groups: list[UserGroup] = Field(default_factory=list, max_length=32, json_schema_extra=LIST_SET)
+    """Groups, as the API server authenticates them, of which the requesting user must hold
+    one. Optional; empty leaves it to RBAC (the verb release on modelartifacts/promotion)."""
+
+
+class Release(KubeModel):
+    """Who may obtain an artifact's files, in which stage, and where they may go. Every request
+    is decided by the operator and recorded in the audit log, refusals included."""
+
+    RULES = (
+        Rule(
+            "size(self.stages) == 0 || size(self.destinations) > 0",
+            "spec.release.destinations needs an entry when spec.release.stages allows a release; "
+            "name the claim released weights go to, or leave stages empty to keep them in the domain",
+            lambda r: not r.stages or bool(r.destinations),
+        ),
+    )
+
+    stages: list[ReleasableStage] = Field(default_factory=list, max_length=2, json_schema_extra=LIST_SET)
+    """Stages in which files may leave: [Approved] is the usual rule. Optional; empty (the
+    default) means never: the weights stay in the domain."""
+
+    destinations: list[ReleaseDestination] = Field(
+        default_factory=list, max_length=16, json_schema_extra=list_map("name")
+    )
+    """Where released files may go. Optional; empty admits no release."""
+
+
 class PrivacyRequirements(KubeModel):
     """Privacy every job on this domain must meet."""
 
@@ -356,6 +408,9 @@ class DataDomainSpec(KubeModel):
     allow_self_approval: bool = False
     """Let the user who requested a job approve its artifact (with the approve verb on
     modelartifacts/promotion). Optional; defaults to false: someone else approves."""
+
+    release: Release = Field(default_factory=Release)
+    """Who may obtain artifacts' files, in which stage, and where. Optional; defaults to never."""
 
 
 DomainPhase = Literal["Ready", "NotReady"]

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import AGE, KindInfo, KubeModel, KubeResource, PrinterColumn, Rule, immutable
+from .base import AGE, KindInfo, KubeModel, KubeResource, PrinterColumn, Rule, immutable, list_map
 from .finetunejob import (
     DeepSpeedSpec,
     DifferentialPrivacy,
@@ -25,7 +25,7 @@ from .finetunejob import (
     TrainingSpec,
 )
 from .meta import Condition, UIDReference, VolumePath, conditions_field
-from .scalars import Digest, Duration, RelativePath, Time
+from .scalars import Digest, DNSLabel, Duration, RelativePath, Time, UserGroup
 
 Stage = Literal["Candidate", "Approved", "Revoked"]
 
@@ -200,6 +200,28 @@ class Revocation(KubeModel):
     """Why. Required."""
 
 
+class ReleaseRequest(KubeModel):
+    """A request for the artifact's files, decided by the operator under its domain's
+    spec.release (the outcome is in status.releases, at the same index)."""
+
+    destination: DNSLabel
+    """One of the domain's spec.release.destinations, by name. Required."""
+
+    requester: str = Field(min_length=1, max_length=256)
+    """Who asks: the user name the API server authenticated for the request that added it
+    (admission refuses any other). Required."""
+
+    groups: list[UserGroup] = Field(default_factory=list, max_length=64)
+    """That user's groups, as the API server authenticated them (admission refuses any
+    other list); the domain may require one. Optional."""
+
+    requested_at: Time
+    """When. Required."""
+
+    reason: str = Field(min_length=1, max_length=1024)
+    """Why, e.g. the deployment or ticket. Required."""
+
+
 class Promotion(KubeModel):
     """The artifact's stage and the decisions that moved it there."""
 
@@ -239,6 +261,12 @@ class Promotion(KubeModel):
     revocation: Revocation | None = None
     """The revocation. Required when stage is Revoked, forbidden otherwise."""
 
+    releases: list[ReleaseRequest] = Field(
+        default_factory=list, max_length=64, json_schema_extra=list_map("requester", "requestedAt")
+    )
+    """Requests for the files, oldest first; append-only, one per requester and second
+    (sealtune export). Optional."""
+
 
 class Verification(KubeModel):
     """The operator's latest check of signature and digests."""
@@ -251,6 +279,42 @@ class Verification(KubeModel):
 
     message: str = Field("", max_length=1024)
     """What failed, when something did. Optional."""
+
+
+ReleasePhase = Literal["Released", "Refused", "Failed"]
+
+
+class ReleaseOutcome(KubeModel):
+    """The operator's decision on one release request, and what its release pod did."""
+
+    index: int = Field(ge=0, le=63)
+    """The request's position in promotion.releases. Required."""
+
+    phase: ReleasePhase
+    """Released (the files and the signature bundle are at path, each rehashed on the way),
+    Refused (the domain's rule forbids it; nothing was copied) or Failed (allowed, but the copy
+    did not complete; nothing is left at path). Required."""
+
+    reason: str = Field(max_length=128)
+    """A CamelCase reason. Required."""
+
+    message: str = Field("", max_length=1024)
+    """For people. Optional."""
+
+    claim_name: str | None = Field(None, max_length=253)
+    """The destination claim, in the domain's workload namespace. Optional."""
+
+    path: str | None = Field(None, max_length=1024)
+    """The released directory in that claim. Optional."""
+
+    files: int | None = Field(None, ge=0)
+    """How many files were copied, the signature bundle not counted. Optional."""
+
+    bytes: int | None = Field(None, ge=0)
+    """How many bytes. Optional."""
+
+    decided_at: Time
+    """When the outcome was written. Required."""
 
 
 ArtifactPhase = Literal["Pending", "Verified", "VerificationFailed"]
@@ -269,6 +333,11 @@ class ModelArtifactStatus(KubeModel):
 
     verification: Verification | None = None
     """The latest verification. Optional."""
+
+    releases: list[ReleaseOutcome] = Field(
+        default_factory=list, max_length=64, json_schema_extra=list_map("index")
+    )
+    """The outcome of each release request that has one. Optional."""
 
 
 class ModelArtifact(KubeResource):
@@ -313,6 +382,13 @@ class ModelArtifact(KubeResource):
                     "(has(self.approvals) && oldSelf.approvals.all(a, a in self.approvals))",
                     "message": "promotion.approvals is append-only: existing approvals cannot "
                     "change or be removed",
+                },
+                {
+                    "rule": "!has(oldSelf.releases) || (has(self.releases) && "
+                    "size(self.releases) >= size(oldSelf.releases) && "
+                    "oldSelf.releases.all(r, self.releases.indexOf(r) == oldSelf.releases.indexOf(r)))",
+                    "message": "promotion.releases is append-only: existing requests cannot "
+                    "change, move or be removed",
                 },
             ]
         },

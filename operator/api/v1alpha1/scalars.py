@@ -44,6 +44,9 @@ LabelValue = Annotated[
 ]
 """A label value."""
 
+UserGroup = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+"""A group name as the API server authenticates it."""
+
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[a-f0-9]{64}$", max_length=71)]
 """A content digest, ``sha256:`` and 64 lowercase hex digits."""
 
