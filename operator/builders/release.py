@@ -16,7 +16,7 @@ from ..names import LABEL_COMPONENT, LABEL_DOMAIN, MANAGED_BY
 from ..settings import Settings
 from . import mounts
 from .meta import domain_namespace
-from .workload import RESTRICTED_CONTAINER, RUN_AS, node_affinity
+from .workload import GPU_RESOURCE, RESTRICTED_CONTAINER, RUN_AS, node_affinity
 
 LABEL_RELEASE_OF = "sealtune.dev/release-of"
 """On a release Job and its ConfigMap: the uid of the artifact whose files it copies."""
@@ -124,8 +124,12 @@ def release_job(
     affinity = node_affinity(domain)
     if affinity:
         pod_spec["affinity"] = affinity
-    if placement.tolerations:
-        pod_spec["tolerations"] = [t.to_json() for t in placement.tolerations]
+    # The domain's pools are GPU pools, tainted against work that needs no GPU; the copy must
+    # still run there, where the domain's data may be.
+    pod_spec["tolerations"] = [
+        *(t.to_json() for t in placement.tolerations),
+        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+    ]
     if placement.require_confidential_compute:
         # The weights of a confidential domain are read only where its jobs may run.
         pod_spec["runtimeClassName"] = placement.confidential_runtime_class_name

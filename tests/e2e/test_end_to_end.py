@@ -43,11 +43,12 @@ from tests.conftest import Kubectl
 from tests.support import vaultdata, volumes
 from tests.support.artifacts import flip_byte, model_signing_verify
 from tests.support.cluster import REPO_ROOT, LocalCluster
+from tests.support.identities import user_kubeconfig
 from tests.support.kube import apply, get, pods_of, wait_condition, wait_for, workload_of
 from tests.support.objects import data_domain, finetune_job, workload_namespace_object
 from tests.support.operator import OperatorProcess, chart_rbac, rbac_refusals, token_kubeconfig
 from tests.support.scan import find_secrets
-from tests.support.tools import CHART, SEALTUNE, free_port, sealtune, tool
+from tests.support.tools import CHART, SEALTUNE, free_port, render, sealtune, tool
 
 pytestmark = pytest.mark.e2e
 
@@ -62,6 +63,11 @@ NODE_TAINTS = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
 ]
 TRACKER = "tracker"
+RELEASER, RELEASER_ROLE = "rita@e2e.example", "t-sealtune-releaser"
+RELEASE = {
+    "stages": ["Approved"],
+    "destinations": [{"name": "review", "claimName": "outputs", "path": "releases"}],
+}
 """A KV secret the confidential job declares (an experiment tracker's token, say)."""
 # Tiny training, so each job takes a minute or two on two shared cores.
 TRAINING = {"maxSteps": 40, "learningRate": "3e-3", "batchSize": 4, "maxSeqLength": 128, "precision": "fp32"}
@@ -376,7 +382,7 @@ def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified
     }
     apply(
         kubectl,
-        domain_for(env, f"{ns}-kb", ns, placement=placement, autoApprove=True),
+        domain_for(env, f"{ns}-kb", ns, placement=placement, autoApprove=True, release=RELEASE),
         finetune_job(
             job,
             ns,
@@ -452,9 +458,36 @@ def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified
             "public.pem"
         ]
     )
-    exported = tmp_path / "exported"
-    code, done = sealtune("export", job, exported, "-n", ns, "--files", files, kubeconfig=kubeconfig)
-    assert code == 0 and done["exported"], done
+    # A releaser (the chart's releaser role) asks for the files: the domain releases Approved
+    # artifacts to its review claim, and a release pod on the confidential node copies them there.
+    apply(
+        kubectl,
+        *(
+            r
+            for r in render("--show-only", "templates/tenant-roles.yaml")
+            if r["metadata"]["name"] == RELEASER_ROLE
+        ),
+    )
+    kubectl(
+        "create", "rolebinding", "releaser", f"--clusterrole={RELEASER_ROLE}", f"--user={RELEASER}", "-n", ns
+    )
+    releaser = user_kubeconfig(cluster, RELEASER, tmp_path / "people")
+    code, done = sealtune(
+        "export", job, "-n", ns, "--to", "review", "--reason", "e2e", "--timeout", "300", kubeconfig=releaser
+    )
+    assert (
+        code == 0
+        and done["phase"] == "Released"
+        and done["files"] == len(artifact["spec"]["digests"]["files"])
+    ), done
+    exported = outputs / done["path"]
+    audit = [json.loads(line) for line in env.operator.audit_path.read_text().splitlines()]
+    uid = artifact["metadata"]["uid"]
+    released = [e["details"] for e in audit if e["event"] == "Release" and e["subject"]["uid"] == uid]
+    assert [(d["decision"], d["requester"]) for d in released] == [
+        ("Allowed", RELEASER),
+        ("Released", RELEASER),
+    ]
     bundle = exported / signing.SIGNATURE_FILE
     accepted = model_signing_verify(exported, bundle, public_key)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
@@ -489,7 +522,7 @@ def test_a_job_on_the_confidential_node_is_trained_signed_published_and_verified
     pods_logs = pod_log_files(real_nodes, work.namespace)
     assert len(pods_logs) >= 2, pods_logs  # the init container's and the trainer's
     written = [p for p in outputs.rglob("*") if p.is_file()]
-    logs = [env.operator.log_path, env.operator.log_path.with_name("audit.jsonl"), *pods_logs, *written]
+    logs = [env.operator.log_path, env.operator.audit_path, *pods_logs, *written]
     assert find_secrets(cluster, env.secrets, logs) == []
 
 
