@@ -203,6 +203,9 @@ OVERRIDES: dict[str, Override] = {
     ".deepspeed": lambda node, path: obj(node, path, OVERRIDES).filter(
         lambda d: d.get("offload", "none") == "none" or d.get("zeroStage", 2) >= 2
     ),
+    "spec.release": lambda node, path: obj(node, path, OVERRIDES).filter(
+        lambda r: not r.get("stages") or r.get("destinations")
+    ),
     "tolerations[]": toleration,
     "promotion": promotion,
     ".cidr": lambda node, path: cidrs,

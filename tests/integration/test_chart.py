@@ -246,7 +246,7 @@ def test_tenant_roles_aggregate_and_grant_no_status_and_no_wildcard() -> None:
         for d in render()
         if d["kind"] == "ClusterRole" and d["metadata"]["name"] != "t-sealtune"
     }
-    assert set(roles) == {"viewer", "tenant", "approver", "domain-admin"}
+    assert set(roles) == {"viewer", "tenant", "approver", "releaser", "domain-admin"}
     aggregate = "rbac.authorization.k8s.io/aggregate-to-"
     aggregated = {
         name: {key.removeprefix(aggregate) for key, value in role["metadata"]["labels"].items()
@@ -257,6 +257,7 @@ def test_tenant_roles_aggregate_and_grant_no_status_and_no_wildcard() -> None:
         "viewer": {"view", "edit", "admin"},
         "tenant": {"edit", "admin"},
         "approver": set(),
+        "releaser": set(),
         "domain-admin": set(),
     }
     for name, role in roles.items():
@@ -278,6 +279,10 @@ def test_tenant_roles_aggregate_and_grant_no_status_and_no_wildcard() -> None:
         *(("modelartifacts", v) for v in ("get", "list", "watch", "patch")),
         ("modelartifacts/promotion", "approve"),
         ("modelartifacts/promotion", "revoke"),
+    }
+    assert grants("releaser") == {
+        *(("modelartifacts", v) for v in ("get", "list", "watch", "patch")),
+        ("modelartifacts/promotion", "release"),
     }
     assert {r for r, _ in grants("domain-admin")} == {"datadomains"}
     assert not any(v in ("create", "update", "patch", "delete") for r, v in grants("viewer"))

@@ -302,7 +302,8 @@ class Release(KubeModel):
 
     RULES = (
         Rule(
-            "size(self.stages) == 0 || size(self.destinations) > 0",
+            "!has(self.stages) || size(self.stages) == 0 || (has(self.destinations) && "
+            "size(self.destinations) > 0)",
             "spec.release.destinations needs an entry when spec.release.stages allows a release; "
             "name the claim released weights go to, or leave stages empty to keep them in the domain",
             lambda r: not r.stages or bool(r.destinations),
