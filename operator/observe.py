@@ -64,6 +64,8 @@ class PodObservation:
 class Observation:
     job: JobObservation | None = None
     pods: tuple[PodObservation, ...] = field(default_factory=tuple)
+    queue: QueueObservation | None = None
+    """Kueue's Workload for the batch Job, when the job names a queue and Kueue made one."""
 
 
 def observe_job(body: dict[str, Any]) -> JobObservation:
@@ -93,6 +95,55 @@ def observe_job(body: dict[str, Any]) -> JobObservation:
             for e in body["metadata"].get("managedFields") or []
             if not e.get("subresource")
         ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueObservation:
+    """Kueue's view of a queued batch Job: its Workload's admission and the reason it waits."""
+
+    name: str
+    """The Workload's name."""
+    namespace: str
+    job_uid: str
+    """The FineTuneJob uid its labels name (Kueue copies them from the Job: labelKeysToCopy)."""
+    owner_uid: str | None
+    """The batch Job it belongs to."""
+    admitted: bool
+    cluster_queue: str | None
+    flavors: tuple[str, ...]
+    message: str
+    """Kueue's own words: why it waits, or how it was admitted."""
+    evicted: tuple[str, str] | None = None
+    """(reason, message) while Kueue has evicted it (Preempted, ...) and not admitted it again."""
+
+
+def _true(conditions: dict[str, dict[str, Any]], kind: str) -> bool:
+    return (conditions.get(kind) or {}).get("status") == "True"
+
+
+def observe_workload(body: dict[str, Any]) -> QueueObservation:
+    metadata, status = body["metadata"], body.get("status") or {}
+    conditions = {c.get("type", ""): c for c in status.get("conditions") or []}
+    admission = status.get("admission") or {}
+    flavors = sorted(
+        {f for a in admission.get("podSetAssignments") or [] for f in (a.get("flavors") or {}).values()}
+    )
+    admitted = _true(conditions, "Admitted")
+    evicted = conditions.get("Evicted") if _true(conditions, "Evicted") and not admitted else None
+    governing = conditions.get("Admitted" if admitted else "QuotaReserved") or {}
+    return QueueObservation(
+        name=metadata["name"],
+        namespace=metadata.get("namespace", ""),
+        job_uid=(metadata.get("labels") or {}).get(LABEL_JOB_UID, ""),
+        owner_uid=next(
+            (o.get("uid") for o in metadata.get("ownerReferences") or [] if o.get("kind") == "Job"), None
+        ),
+        admitted=admitted,
+        cluster_queue=admission.get("clusterQueue"),
+        flavors=tuple(flavors),
+        message=str(governing.get("message") or ""),
+        evicted=(str(evicted.get("reason") or ""), str(evicted.get("message") or "")) if evicted else None,
     )
 
 

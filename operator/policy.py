@@ -217,6 +217,35 @@ def check_checkpoints(s: Subject) -> list[Violation]:
     ]
 
 
+def check_queue(s: Subject) -> list[Violation]:
+    placement, name = s.domain.spec.placement, s.domain.metadata["name"]
+    queue = s.job.spec.scheduling.queue_name
+    field = "spec.scheduling.queueName"
+    open_to = [q.name for q in placement.queues if not q.namespaces or s.namespace in q.namespaces]
+    choice = f"one of {', '.join(open_to)}" if open_to else "none for this namespace: ask the domain's admin"
+    if queue is None:
+        if not placement.require_queue:
+            return []
+        return [
+            Violation(
+                field,
+                Reason.QUEUE_REQUIRED,
+                f"DataDomain {name} runs jobs only through Kueue (spec.placement.requireQueue); set "
+                f"queueName to {choice}",
+            )
+        ]
+    if queue in open_to:
+        return []
+    return [
+        Violation(
+            field,
+            Reason.QUEUE_NOT_ALLOWED,
+            f"LocalQueue {queue} is not open to namespace {s.namespace} under DataDomain {name}'s "
+            f"spec.placement.queues; use {choice}",
+        )
+    ]
+
+
 CHECKS: tuple[Check, ...] = (
     check_namespace,
     check_secret_paths,
@@ -225,6 +254,7 @@ CHECKS: tuple[Check, ...] = (
     check_privacy,
     check_output_claim,
     check_checkpoints,
+    check_queue,
 )
 
 

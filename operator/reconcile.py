@@ -33,7 +33,7 @@ from .builders.meta import domain_namespace, workload_of
 from .builders.workload import indexed_job
 from .custody import Custody, Secured
 from .names import LABEL_WORKLOAD_OF, Workload, workload_label_value
-from .observe import JobObservation, Observation, PodObservation, result_pod
+from .observe import JobObservation, Observation, PodObservation, QueueObservation, result_pod
 from .policy import Violation, domain_not_found, evaluate, foreign_job, workload_namespace_conflict
 from .progress import ProgressReader, trainer_metrics_url, world_size
 from .publication import Publisher
@@ -73,6 +73,8 @@ class Snapshot:
     pods: Callable[[], Mapping[Key, Any]]
     domains: Callable[[], Mapping[str, Any]]
     namespaces: Callable[[], Mapping[str, Any]]
+    queues: Callable[[], Mapping[Key, Any]] = dict
+    """Kueue's Workloads (where Kueue is installed; empty otherwise)."""
 
 
 def _one(store: Any) -> Any:
@@ -368,10 +370,12 @@ class Controller:
         basis = self._overtaken.get(key, old_status)
 
         violation = self._violation(key, job, domain)
-        batch, pods = self._workload_seen(key, body, workload)
+        seen = self._workload_seen(key, body, workload)
+        batch, pods = seen.job, seen.pods
         if batch is not None and workload is not None and not self._made_here(key, batch, basis):
             # Not the operator's: never adopted, never changed, its pods' results never read.
             violation = violation or foreign_job(workload)
+            seen = Observation()
             batch, pods = None, ()
         secured, vault = None, None
         if violation is None and domain is not None and workload is not None:
@@ -386,7 +390,6 @@ class Controller:
             vault = await self.custody.withdraw(body, basis)
 
         now = datetime.now(UTC)
-        seen = Observation(batch, pods)
         status = compute_status(job, basis, violation, seen, now, secrets=secured.cond if secured else None)
         if vault is not None:
             status["vault"] = vault
@@ -437,22 +440,29 @@ class Controller:
             return None
         return workload_namespace_conflict(domain, domain_namespace(domain))
 
-    def _workload_seen(
-        self, key: Key, body: Mapping[str, Any], workload: Workload | None
-    ) -> tuple[JobObservation | None, tuple[PodObservation, ...]]:
-        """The job's batch Job and pods: only those in its workload namespace that carry its uid
-        count. Anyone may label an object of their own namespace as a job's worker."""
+    def _workload_seen(self, key: Key, body: Mapping[str, Any], workload: Workload | None) -> Observation:
+        """The job's batch Job, pods and Kueue Workload: only those in its workload namespace
+        that carry its uid count (anyone may label an object of their own namespace as a job's
+        worker), and only the Workload of its batch Job."""
         assert self.snapshot is not None
         if workload is None:
-            return None, ()
+            return Observation()
         uid = body["metadata"].get("uid")
 
-        def ours(seen: JobObservation | PodObservation) -> bool:
+        def ours(seen: JobObservation | PodObservation | QueueObservation) -> bool:
             return seen.namespace == workload.namespace and seen.job_uid == uid
 
         batch = next((b for b in self.snapshot.batch_jobs().get(key) or () if ours(b)), None)
         pods = tuple(p for p in self.snapshot.pods().get(key) or () if ours(p))
-        return batch, pods
+        queue = next(
+            (
+                q
+                for q in self.snapshot.queues().get(key) or ()
+                if ours(q) and batch is not None and q.owner_uid == batch.uid
+            ),
+            None,
+        )
+        return Observation(batch, pods, queue)
 
     async def _admitted(
         self,
@@ -742,9 +752,7 @@ class Controller:
         its status, so downtime of the operator delays nothing beyond its return."""
         current = status
         if status.get("phase") == "Succeeded" and domain is not None and not _published(status):
-            current = await self._publish(
-                key, job, domain, current, Observation(*self._workload_seen(key, body, workload))
-            )
+            current = await self._publish(key, job, domain, current, self._workload_seen(key, body, workload))
         retention = domain.spec.retention if domain is not None else Retention()
         settled, next_due = await self.custody.settle(
             body,

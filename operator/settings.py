@@ -88,6 +88,12 @@ class Settings(BaseModel):
     signing_secret: Name = "sealtune-signing-key"  # noqa: S105 (a Secret's name)
     """Without Vault: the Secret in operator_namespace holding the signing key (made on first use)."""
 
+    job_writers: tuple[Name, ...] = ()
+    """Users besides the operator that change the spec of its batch Jobs in workload namespaces:
+    Kueue's (it unsuspends an admitted Job and merges its flavor's node labels), e.g.
+    system:serviceaccount:kueue-system:kueue-controller-manager. The workload admission policies
+    refuse everyone else."""
+
     webhook_address: str | None = None
     """Address the admission webhook listens on and the API server calls (None: no webhook)."""
 
@@ -139,7 +145,7 @@ class Settings(BaseModel):
             raw = env.get(f"SEALTUNE_{name.upper()}")
             if raw is None:
                 continue
-            if name == "namespaces":
+            if name in ("namespaces", "job_writers"):
                 values[name] = tuple(n.strip() for n in raw.split(",") if n.strip())
             elif name == "confidential_node_labels":
                 values[name] = dict(pair.split("=", 1) for pair in raw.split(",") if pair)

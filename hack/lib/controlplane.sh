@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Starts and stops the local control plane: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok and OpenBao, each a process group of its own with a pid file.
+# kube-scheduler, kwok, OpenBao and Kueue, each a process group of its own with a pid file.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 . "$HACK_DIR/lib/pki.sh"
 . "$HACK_DIR/lib/binaries.sh"
+. "$HACK_DIR/lib/kueue.sh"
 
 PIDS=$SEALTUNE_STATE/pids
 LOGS=$SEALTUNE_STATE/logs
 KUBE_BIN=$BIN_CACHE/kubernetes-$KUBE_VERSION
 KUBECTL=$KUBE_BIN/kubectl
 # The order in which components start; they stop in reverse.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok openbao)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok openbao kueue)
 
 # daemon NAME CMD...: runs CMD in a new session (so its whole process group can be
 # signalled) with output in $LOGS/NAME.log.

@@ -10,18 +10,23 @@ the function."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import kopf
 
 from .. import metrics
 from ..adapters.informer import Informer
+from ..adapters.kube import KubeClient, NotFound
 from ..api.v1alpha1 import GROUP, VERSION
 from ..artifacts import ArtifactKeeper
 from ..names import LABEL_JOB, LABEL_JOB_NAMESPACE
-from ..observe import observe_job, observe_pod
+from ..observe import observe_job, observe_pod, observe_workload
 from ..reconcile import Controller, Packed, Snapshot, slim
 from ..releases import Releaser
+
+log = logging.getLogger(__name__)
+KUEUE_API = "kueue.x-k8s.io/v1beta2"
 
 
 @kopf.index(GROUP, VERSION, "datadomains")
@@ -39,8 +44,19 @@ async def artifact_stages(namespace: str | None, name: str, body: kopf.Body, **_
     return {(namespace, name): (body.get("promotion") or {}).get("stage", "Candidate")}
 
 
+async def serves_kueue(kube: KubeClient) -> bool:
+    """Whether Kueue's API is installed (then its Workloads are watched; a Kueue installed later
+    is seen after the operator restarts)."""
+    try:
+        await kube.request("GET", f"/apis/{KUEUE_API}")
+    except NotFound:
+        log.info("Kueue's API (%s) is not served: queued jobs show no Workload", KUEUE_API)
+        return False
+    return True
+
+
 async def start_informers(memo: kopf.Memo) -> None:
-    """Starts the FineTuneJobs', batch Jobs' and pods' informers and returns once all have
+    """Starts the FineTuneJobs', batch Jobs', pods' (and Kueue Workloads') informers and returns once all have
     listed: no reconcile may read them half-filled (kopf's own indexes hold its handlers back
     likewise)."""
     ctl: Controller = memo.controller
@@ -58,6 +74,7 @@ async def start_informers(memo: kopf.Memo) -> None:
         ctl.trigger_soon(key)
 
     def pod_changed(type: str, key: tuple[str, str]) -> None:
+        """Also a Workload's change: either is news of the workload, not of the job."""
         ctl.trigger_soon(key)
 
     memo.finetunejobs = Informer(
@@ -87,7 +104,19 @@ async def start_informers(memo: kopf.Memo) -> None:
         transform=observe_pod,
         on_event=pod_changed,
     )
-    informers = (memo.finetunejobs, memo.batch_jobs, memo.pods)
+    informers = [memo.finetunejobs, memo.batch_jobs, memo.pods]
+    memo.queues = None
+    if await serves_kueue(ctl.kube):
+        # Kueue copies the Job's sealtune labels onto its Workload (integrations.labelKeysToCopy).
+        memo.queues = Informer(
+            ctl.kube,
+            "Workload",
+            label=LABEL_JOB,
+            namespace_label=LABEL_JOB_NAMESPACE,
+            transform=observe_workload,
+            on_event=pod_changed,
+        )
+        informers.append(memo.queues)
     memo.informing = [asyncio.create_task(i.run()) for i in informers]
     await asyncio.gather(*(i.synced.wait() for i in informers))
     memo.informing.append(asyncio.create_task(count_domain_jobs(ctl)))
@@ -125,6 +154,7 @@ def controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
             finetunejobs=lambda: memo.finetunejobs.groups,
             batch_jobs=lambda: memo.batch_jobs.groups,
             pods=lambda: memo.pods.groups,
+            queues=lambda: memo.queues.groups if memo.queues is not None else {},
             domains=lambda: kwargs["datadomains"],
             namespaces=lambda: kwargs["namespace_labels"],
         )

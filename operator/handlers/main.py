@@ -10,6 +10,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.artifacts = ArtifactKeeper(kube, keys, audit)
     memo.releases = Releaser(ours, kube, keys, audit)
     memo.vault = vault
-    username = await install_admission_policies(kube)
+    username = await install_admission_policies(kube, ours.job_writers)
     memo.controller = Controller(
         settings=ours,
         kube=kube,
@@ -122,15 +123,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.admission.server = server(ours, memo.admission_kube, host, files)
 
 
-async def install_admission_policies(kube: KubeClient) -> str:
+async def install_admission_policies(kube: KubeClient, job_writers: Sequence[str] = ()) -> str:
     """The admission policies the API server enforces for sealtune (builders/admission.py,
     builders/result_admission.py), written with the operator's own user name, which a
-    SelfSubjectReview tells it; returns that name."""
+    SelfSubjectReview tells it, and the other writers of its Jobs (Kueue's); returns that name."""
     review = await kube.request(
         "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=self_subject_review()
     )
     username = username_from_self_subject_review(review)
-    for policy in [*workload_policies(username), *result_admission.validating_policies(username)]:
+    for policy in [
+        *workload_policies(username, job_writers),
+        *result_admission.validating_policies(username),
+    ]:
         await kube.apply(policy)
     try:
         for policy in result_admission.mutating_policies():

@@ -145,12 +145,16 @@ def test_a_tenant_gets_no_vault_token_for_a_jobs_role_running_suspended_or_queue
 ) -> None:
     ours, _ = teams
     domain = f"{ours}-d"
-    apply(kubectl, *domain_with_claims(domain, ours))
+    apply(
+        kubectl,
+        *domain_with_claims(domain, ours, placement={"queues": [{"name": "nowhere", "namespaces": [ours]}]}),
+    )
     path, _ = vaultdata.write_secret(vault, ours, "token")
     jobs = {
         "running": secret_job("running", ours, domain, path, podMetadata=kwok_runtime(600)),
         "suspended": secret_job("suspended", ours, domain, path, scheduling={"suspend": True}),
-        # No Kueue admits it here: it stays queued, its batch Job suspended.
+        # Kueue admits nothing to a LocalQueue that does not exist: it stays queued, its batch
+        # Job suspended.
         "queued": secret_job("queued", ours, domain, path, scheduling={"queueName": "nowhere"}),
     }
     for job in jobs.values():

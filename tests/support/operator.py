@@ -21,6 +21,9 @@ from tests.support.tools import render
 WEBHOOK_PORT = 9443
 
 
+KUEUE_USER = "system:kueue"
+
+
 class OperatorProcess:
     def __init__(
         self, cluster: LocalCluster, log_path: Path, kubeconfig: Path | None = None, **settings: str
@@ -46,6 +49,8 @@ class OperatorProcess:
         )
         env.setdefault("SEALTUNE_WEBHOOK_PORT", str(WEBHOOK_PORT))
         env.setdefault("SEALTUNE_AUDIT_PATH", str(self.audit_path))
+        # The local cluster's Kueue (hack/lib/kueue.sh) unsuspends the Jobs it admits.
+        env.setdefault("SEALTUNE_JOB_WRITERS", KUEUE_USER)
         env.update({f"SEALTUNE_{k.upper()}": v for k, v in self.settings.items()})
         return env
 

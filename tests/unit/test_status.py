@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 from sealtune.api.v1alpha1 import FineTuneJob
 from sealtune.names import COMPLETION_INDEX_ANNOTATION, Workload
-from sealtune.observe import JobObservation, Observation, PodObservation, observe_job, observe_pod
+from sealtune.observe import (
+    JobObservation,
+    Observation,
+    PodObservation,
+    observe_job,
+    observe_pod,
+    observe_workload,
+)
 from sealtune.status import (
     Cond,
     compute_status,
@@ -221,3 +228,65 @@ def test_a_jobs_writers_are_its_field_managers_but_not_its_status_writers() -> N
         }
     }
     assert observe_job(body).managers == frozenset({"sealtune-operator"})
+
+
+def workload(*conditions: dict[str, str], admission: dict[str, object] | None = None) -> dict[str, object]:
+    """A Kueue Workload for the batch Job "b", as Kueue writes its status."""
+    return {
+        "metadata": {
+            "name": "job-j-u-1a2b3",
+            "namespace": "w",
+            "labels": {"sealtune.dev/finetunejob-uid": "u"},
+            "ownerReferences": [{"kind": "Job", "uid": "b", "controller": True}],
+        },
+        "status": {"conditions": list(conditions), **({"admission": admission} if admission else {})},
+    }
+
+
+def test_a_queued_job_shows_kueues_view_of_it() -> None:
+    queued = job(scheduling={"queueName": "team-a-gpu"})
+    held = batch(suspended=True, active=0)
+
+    def seen(*conditions: dict[str, str], **kw: object) -> dict[str, tuple[str, str]]:
+        queue = observe_workload(workload(*conditions, **kw)) if conditions else None  # type: ignore[arg-type]
+        return conds(compute_status(queued, {}, None, Observation(held, (), queue), T0))
+
+    assert seen()["QueueAdmitted"] == ("False", "NoWorkload")
+    assert seen()["Suspended"] == ("True", "QueuedByKueue")
+    waiting = {
+        "type": "QuotaReserved",
+        "status": "False",
+        "reason": "Pending",
+        "message": "insufficient quota",
+    }
+    status = compute_status(queued, {}, None, Observation(held, (), observe_workload(workload(waiting))), T0)
+    [admitted] = [c for c in status["conditions"] if c["type"] == "QueueAdmitted"]
+    assert admitted["reason"] == "Waiting"
+    assert "job-j-u-1a2b3" in admitted["message"] and "insufficient quota" in admitted["message"]
+    assert status["phase"] == "Suspended"
+
+    evicted = {
+        "type": "Evicted",
+        "status": "True",
+        "reason": "Preempted",
+        "message": "for a higher priority job",
+    }
+    assert seen(evicted)["QueueAdmitted"] == ("False", "Evicted")
+    assert seen(evicted)["Suspended"] == ("True", "EvictedByKueue")
+
+    flavor = {
+        "clusterQueue": "team-a",
+        "podSetAssignments": [{"name": "main", "flavors": {"nvidia.com/gpu": "gpu"}}],
+    }
+    yes = {"type": "Admitted", "status": "True", "reason": "Admitted", "message": "The workload is admitted"}
+    queue = observe_workload(workload(yes, evicted, admission=flavor))
+    assert queue.admitted and queue.evicted is None and queue.flavors == ("gpu",)
+    running = compute_status(queued, {}, None, Observation(batch(), (), queue), T0)
+    assert conds(running)["QueueAdmitted"] == ("True", "Admitted")
+    assert conds(running)["Suspended"] == ("False", "Resumed")
+    # A job suspended by its owner says so, whatever its queue.
+    paused = job(scheduling={"queueName": "team-a-gpu", "suspend": True})
+    assert conds(compute_status(paused, {}, None, Observation(held), T0))["Suspended"] == (
+        "True",
+        "SuspendedByUser",
+    )

@@ -26,6 +26,9 @@ class JobConditionType(StrEnum):
     """True when the job will not succeed without a new job (terminal)."""
     SUSPENDED = "Suspended"
     """True while the job is suspended by spec.scheduling.suspend or held by its Kueue queue."""
+    QUEUE_ADMITTED = "QueueAdmitted"
+    """True while Kueue admits the job's Workload; only on jobs that name a queue. False says
+    why Kueue holds it, in Kueue's own words, and names the Workload."""
     PUBLISHED = "Published"
     """True when the signed ModelArtifact named in status.artifactRef exists."""
     DATA_DELETED = "DataDeleted"
@@ -62,6 +65,12 @@ class PolicyAdmittedReason(StrEnum):
     WORKLOAD_JOB_CONFLICT = "WorkloadJobConflict"
     """Reason for PolicyAdmitted=False when the workload namespace holds a batch Job of the job's
     name and uid that the operator did not create: it is never adopted."""
+    QUEUE_REQUIRED = "QueueRequired"
+    """Reason for PolicyAdmitted=False when the domain requires a Kueue queue
+    (spec.placement.requireQueue) and spec.scheduling.queueName is unset."""
+    QUEUE_NOT_ALLOWED = "QueueNotAllowed"
+    """Reason for PolicyAdmitted=False when spec.scheduling.queueName is not among the domain's
+    spec.placement.queues for the job's namespace (it would draw on another team's quota)."""
     CHECKPOINTS_NEED_A_KEY = "CheckpointsNeedAKey"
     """Reason for PolicyAdmitted=False when spec.training.checkpointEverySteps is set on a domain
     without Vault transit encryption: checkpoints are always sealed with the job's own key, and
@@ -144,6 +153,20 @@ class FailedReason(StrEnum):
     """Reason for Failed=True when the trainer read data whose digest is not the domain's."""
 
 
+class QueueAdmittedReason(StrEnum):
+    """Reasons of the QueueAdmitted condition."""
+
+    ADMITTED = "Admitted"
+    """Reason for QueueAdmitted=True: Kueue admitted the Workload to a ClusterQueue and flavor."""
+    WAITING = "Waiting"
+    """Reason for QueueAdmitted=False while the Workload waits for quota (Kueue's message)."""
+    EVICTED = "Evicted"
+    """Reason for QueueAdmitted=False after Kueue evicted the Workload (Kueue's reason and message)."""
+    NO_WORKLOAD = "NoWorkload"
+    """Reason for QueueAdmitted=False before Kueue made a Workload for the batch Job (Kueue not
+    running, or not managing batch/job)."""
+
+
 class SuspendedReason(StrEnum):
     """Reasons of the Suspended condition."""
 
@@ -151,6 +174,9 @@ class SuspendedReason(StrEnum):
     """Reason for Suspended=True when spec.scheduling.suspend is true."""
     QUEUED_BY_KUEUE = "QueuedByKueue"
     """Reason for Suspended=True while Kueue holds the job for quota."""
+    EVICTED_BY_KUEUE = "EvictedByKueue"
+    """Reason for Suspended=True after Kueue evicted the running job (preempted by higher
+    priority work, for example); it resumes from its last sealed checkpoint once readmitted."""
     RESUMED = "Resumed"
     """Reason for Suspended=False once the job runs again."""
 
@@ -236,6 +262,7 @@ ALL_REASONS: tuple[type[StrEnum], ...] = (
     SucceededReason,
     FailedReason,
     SuspendedReason,
+    QueueAdmittedReason,
     PublishedReason,
     DataDeletedReason,
     DomainReadyReason,

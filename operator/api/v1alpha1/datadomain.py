@@ -166,11 +166,30 @@ class Limits(KubeModel):
     """Most passes over the data per job. Optional."""
 
 
+class QueueGrant(KubeModel):
+    """A Kueue LocalQueue in the domain's workload namespace, and the namespaces whose jobs may
+    submit to it."""
+
+    name: DNSLabel
+    """The LocalQueue's name (spec.scheduling.queueName). A cluster admin makes it in the
+    workload namespace, pointing at the ClusterQueue that holds the team's quota. Required."""
+
+    namespaces: list[DNSLabel] = Field(default_factory=list, max_length=256, json_schema_extra=LIST_SET)
+    """Namespaces whose jobs may name it. Optional; empty admits every namespace the domain
+    admits."""
+
+
 class Placement(KubeModel):
     """Where jobs may run. Jobs that cannot be placed as allowed stay Pending; they are never
     placed elsewhere."""
 
     RULES = (
+        Rule(
+            "!self.requireQueue || size(self.queues) > 0",
+            "spec.placement.queues needs an entry when spec.placement.requireQueue is true: name the "
+            "LocalQueues the domain's jobs may use",
+            lambda p: not p.require_queue or bool(p.queues),
+        ),
         Rule(
             "!self.requireConfidentialCompute || has(self.confidentialRuntimeClassName)",
             "spec.placement.confidentialRuntimeClassName is required when "
@@ -197,6 +216,15 @@ class Placement(KubeModel):
 
     tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
     """Tolerations added to every job pod, e.g. for tainted GPU pools. Optional."""
+
+    queues: list[QueueGrant] = Field(default_factory=list, max_length=64, json_schema_extra=list_map("name"))
+    """The Kueue LocalQueues jobs may name, each open to listed namespaces. Every team's jobs
+    run in the one workload namespace, so a queue's quota follows a team's jobs only because no
+    other team may name it. Optional; empty admits no queue."""
+
+    require_queue: bool = False
+    """Refuse jobs without spec.scheduling.queueName, so that no job bypasses quota. Optional;
+    defaults to false."""
 
 
 class Port(KubeModel):
