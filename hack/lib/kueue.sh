@@ -57,8 +57,12 @@ _kueue_webhooks() {
     python3 -c '
 import json, sys
 ca, port = sys.argv[1], sys.argv[2]
-listing = json.load(sys.stdin)
-for config in listing["items"]:
+text, at, configs = sys.stdin.read(), 0, []
+decoder = json.JSONDecoder()
+while text[at:].strip():  # kubectl prints one JSON document per object
+    config, at = decoder.raw_decode(text, len(text) - len(text[at:].lstrip()))
+    configs.append(config)
+for config in configs:
     config["metadata"]["name"] = "kueue-" + config["metadata"]["name"]
     kept = []
     for hook in config["webhooks"]:
@@ -72,7 +76,7 @@ for config in listing["items"]:
         hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca}
         kept.append(hook)
     config["webhooks"] = kept
-json.dump(listing, sys.stdout)
+json.dump({"apiVersion": "v1", "kind": "List", "items": configs}, sys.stdout)
 ' "$ca" "$KUEUE_WEBHOOK_PORT"
 }
 
@@ -88,6 +92,7 @@ kueue_installed() {
 }
 
 start_kueue() {
+  build_kueue
   mkdir -p "$KUEUE_DIR"; chmod 700 "$KUEUE_DIR"
   issue "$KUEUE_DIR/webhook" tls /CN=kueue-webhook serverAuth IP:127.0.0.1
   issue "$KUEUE_DIR/metrics" tls /CN=kueue-metrics serverAuth IP:127.0.0.1

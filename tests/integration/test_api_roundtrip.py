@@ -194,7 +194,9 @@ OVERRIDES: dict[str, Override] = {
     ),
     ".method": method,
     "spec.encryption": encryption,
-    "spec.placement": implies("requireConfidentialCompute", "confidentialRuntimeClassName"),
+    "spec.placement": lambda node, path: implies(
+        "requireConfidentialCompute", "confidentialRuntimeClassName"
+    )(node, path).filter(lambda p: not p.get("requireQueue") or p.get("queues")),
     "spec.privacy": lambda node, path: (
         implies("requireDifferentialPrivacy", "maxEpsilon")(node, path)
         if "requireDifferentialPrivacy" in node["properties"]

@@ -185,7 +185,7 @@ class Placement(KubeModel):
 
     RULES = (
         Rule(
-            "!self.requireQueue || size(self.queues) > 0",
+            "!self.requireQueue || (has(self.queues) && size(self.queues) > 0)",
             "spec.placement.queues needs an entry when spec.placement.requireQueue is true: name the "
             "LocalQueues the domain's jobs may use",
             lambda p: not p.require_queue or bool(p.queues),
