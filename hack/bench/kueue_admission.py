@@ -130,7 +130,8 @@ def sealtune_side(cluster: LocalCluster, n: int, gpus: int, scratch: Path) -> fl
     finally:
         operator.stop()
         kubectl(cluster, "delete", "namespace", team, wns, "--wait=false")
-        kubectl(cluster, "delete", "datadomain", domain, "clusterqueue", name, "--wait=false")
+        kubectl(cluster, "delete", "datadomain", domain, "--wait=false")
+        kubectl(cluster, "delete", "clusterqueue", name, "--wait=false")
 
 
 def plain_side(cluster: LocalCluster, n: int, gpus: int) -> float:
