@@ -126,7 +126,8 @@ def queue_conditions(queue: str, seen: QueueObservation | None) -> tuple[Cond, C
                 f"{message}; it resumes from its last sealed checkpoint when Kueue admits it again",
             ),
         )
-    message = f"Workload {seen.name} waits in LocalQueue {queue}: {seen.message or 'pending'}"
+    words = seen.message or "Kueue has not judged it yet"
+    message = f"Workload {seen.name} waits in LocalQueue {queue}: {words}"
     return (
         Cond(T.QUEUE_ADMITTED, False, QueueAdmittedReason.WAITING, message),
         Cond(T.SUSPENDED, True, SuspendedReason.QUEUED_BY_KUEUE, message),

@@ -63,6 +63,7 @@ NODE_TAINTS = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
 ]
 TRACKER = "tracker"
+KUEUE_API = "kueue.x-k8s.io/v1beta2"
 RELEASER, RELEASER_ROLE = "rita@e2e.example", "t-sealtune-releaser"
 RELEASE = {
     "stages": ["Approved"],
@@ -145,11 +146,11 @@ def env(
     inputs: Inputs,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Env]:
-    """Two team namespaces (Pod Security "restricted") and the operator watching only them, as
+    """Three team namespaces (Pod Security "restricted") and the operator watching only them, as
     the chart deploys it: its ServiceAccount's token holds exactly the chart's RBAC, and it logs
     in to Vault with an audience-bound token of the same account, under the operator policy."""
     suffix = uuid.uuid4().hex[:6]
-    namespaces = (f"e2e-cc-{suffix}", f"e2e-zero2-{suffix}")
+    namespaces = (f"e2e-cc-{suffix}", f"e2e-zero2-{suffix}", f"e2e-queue-{suffix}")
     for ns in namespaces:
         kubectl("create", "namespace", ns)
         kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
@@ -590,6 +591,88 @@ def test_two_workers_on_two_nodes_train_with_zero2_through_the_headless_service(
     port = env.operator.settings["operator_metrics_port"]
     scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert_alert_fires(scrape, "SealtuneArtifactGatesFailed", {"namespace": ns, "name": job}, tmp_path)
+
+
+def test_a_queued_job_preempted_by_higher_priority_work_resumes_from_its_sealed_checkpoint(
+    env: Env,
+    kubectl: Kubectl,
+    real_nodes: dict[str, Any],
+    provide: Callable[[str, list[str]], dict[str, Path]],
+) -> None:
+    """The real Kueue (hack/lib/kueue.sh) holds the team's one GPU of the confidential node. A
+    low-priority job trains and checkpoints; a high-priority one arrives and Kueue evicts the
+    first, which waits, is admitted again once the GPU is free, and resumes from its sealed
+    checkpoint to the same final step."""
+    ns = env.namespaces[2]
+    domain, cluster_queue, cc = f"{ns}-kb", f"{ns}-gpu", real_nodes["confidential"]
+    outputs = provide(domain, [cc])["outputs"]
+    placement = {
+        "requireConfidentialCompute": True,
+        "confidentialRuntimeClassName": RUNTIME_CLASS,
+        "nodePools": [{"matchExpressions": [
+            {"key": "sealtune.dev/pool", "operator": "In", "values": ["confidential-gpu"]}, REAL_NODE]}],
+        "tolerations": NODE_TAINTS[:1],
+        "requireQueue": True,
+        "queues": [{"name": "team", "namespaces": [ns]}],
+    }  # fmt: skip
+    wns = workload_namespace(domain)
+    queue = [
+        *({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+           "metadata": {"name": f"{ns}-{name}"}, "value": value}
+          for name, value in (("low", 100), ("high", 1000))),
+        {"apiVersion": KUEUE_API, "kind": "ResourceFlavor", "metadata": {"name": "confidential-gpu"},
+         "spec": {"nodeLabels": {"sealtune.dev/pool": "confidential-gpu"}}},
+        {"apiVersion": KUEUE_API, "kind": "ClusterQueue", "metadata": {"name": cluster_queue},
+         "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": wns}},
+                  "preemption": {"withinClusterQueue": "LowerPriority"},
+                  "resourceGroups": [{"coveredResources": ["cpu", "memory", "nvidia.com/gpu"], "flavors": [
+                      {"name": "confidential-gpu", "resources": [
+                          {"name": "cpu", "nominalQuota": "4"}, {"name": "memory", "nominalQuota": "16Gi"},
+                          {"name": "nvidia.com/gpu", "nominalQuota": 1}]}]}]}},
+        {"apiVersion": KUEUE_API, "kind": "LocalQueue", "metadata": {"name": "team", "namespace": wns},
+         "spec": {"clusterQueue": cluster_queue}},
+    ]  # fmt: skip
+
+    def job(name: str, priority: str, steps: int) -> dict[str, Any]:
+        return finetune_job(
+            name, ns, domain,
+            baseModel={"pvc": {"claimName": "models", "path": "."}, "digest": env.inputs.model_digest},
+            training={**TRAINING, "maxSteps": steps, "checkpointEverySteps": 25},
+            resources={"workers": 1, "gpusPerWorker": 1, "cpu": "900m", "memory": "3Gi"},
+            evaluation={"maxEvalLoss": 10},
+            scheduling={"queueName": "team", "priorityClassName": f"{ns}-{priority}",
+                        "activeDeadlineSeconds": 1800},
+        )  # fmt: skip
+
+    apply(kubectl, domain_for(env, domain, ns, placement=placement), *queue)
+    try:
+        apply(kubectl, job("kb-low", "low", 400))
+        wait_condition(kubectl, ns, "kb-low", "QueueAdmitted", reason="Admitted", timeout=120)
+
+        def trained() -> int | None:
+            step = ((get(kubectl, "ftj", "kb-low", "-n", ns).get("status") or {}).get("progress") or {}).get(
+                "step"
+            )
+            return step if step and step >= 60 else None
+
+        wait_for(trained, 600)
+        apply(kubectl, job("kb-high", "high", 20))
+        evicted = wait_condition(
+            kubectl, ns, "kb-low", "QueueAdmitted", "False", reason="Evicted", timeout=120
+        )
+        assert "Preempted" in evicted["message"], evicted
+        held = wait_condition(kubectl, ns, "kb-low", "Suspended", reason="EvictedByKueue", timeout=60)
+        assert "checkpoint" in held["message"]
+        wait_succeeded(kubectl, ns, "kb-high")
+        wait_succeeded(kubectl, ns, "kb-low")
+    finally:
+        kubectl("delete", "clusterqueue", cluster_queue, "--wait=false", check=False)
+        kubectl("delete", "priorityclass", f"{ns}-low", f"{ns}-high", "--wait=false", check=False)
+    work = workload_of(kubectl, ns, "kb-low")
+    metrics = json.loads((outputs / work.output_dir / "metrics.json").read_text())
+    assert len(metrics["lossPerStep"]) == 400, "the same final step"
+    assert metrics["result"]["resumedFromStep"] >= 50, metrics["result"]
+    assert get(kubectl, "ftj", "kb-low", "-n", ns)["status"]["progress"]["step"] == 400
 
 
 def assert_alert_fires(scrape: str, alert: str, labels: dict[str, str], directory: Path) -> None:
