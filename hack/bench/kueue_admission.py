@@ -102,6 +102,32 @@ def pending_workloads(cluster: LocalCluster, namespace: str, n: int) -> None:
     wait_all(cluster, "workloads.kueue.x-k8s.io", namespace, n, waits)
 
 
+def ftj_running(job: dict[str, Any]) -> bool:
+    return bool(job.get("status", {}).get("phase") == "Running")
+
+
+def job_running(job: dict[str, Any]) -> bool:
+    return bool(job.get("status", {}).get("ready", 0) >= 1)
+
+
+def timed(
+    cluster: LocalCluster,
+    jobs: list[dict[str, Any]],
+    *,
+    queue: str,
+    queued_in: str,
+    gpus: int,
+    listing: tuple[str, str],
+    running: Callable[[dict[str, Any]], bool],
+) -> float:
+    """Submits the jobs, waits until each one's Workload waits for quota in ``queued_in``, then
+    gives ``queue`` the GPUs: seconds until every job of ``listing`` (kind, namespace) runs."""
+    apply(cluster, *jobs)
+    pending_workloads(cluster, queued_in, len(jobs))
+    start = free_quota(cluster, queue, gpus)
+    return wait_all(cluster, *listing, len(jobs), running) - start
+
+
 def sealtune_side(cluster: LocalCluster, n: int, gpus: int, scratch: Path) -> float:
     team, domain, name = f"bench-q-{RUN}", f"bench-q-{RUN}", f"bench-ftj-{RUN}"
     wns = workload_namespace(domain)
@@ -120,13 +146,10 @@ def sealtune_side(cluster: LocalCluster, n: int, gpus: int, scratch: Path) -> fl
             )
             for i in range(n)
         ]  # fmt: skip
-        apply(cluster, *jobs)
-        pending_workloads(cluster, wns, n)
-        start = free_quota(cluster, name, n * gpus)
-        end = wait_all(
-            cluster, "finetunejobs", team, n, lambda j: j.get("status", {}).get("phase") == "Running"
-        )
-        return end - start
+        return timed(
+            cluster, jobs, queue=name, queued_in=wns, gpus=n * gpus, listing=("finetunejobs", team),
+            running=ftj_running,
+        )  # fmt: skip
     finally:
         operator.stop()
         kubectl(cluster, "delete", "namespace", team, wns, "--wait=false")
@@ -157,13 +180,10 @@ def plain_side(cluster: LocalCluster, n: int, gpus: int) -> float:
              "spec": {"suspend": True, "backoffLimit": 0, "template": template}}
             for i in range(n)
         ]  # fmt: skip
-        apply(cluster, *jobs)
-        pending_workloads(cluster, namespace, n)
-        start = free_quota(cluster, name, n * gpus)
-        end = wait_all(
-            cluster, "jobs.batch", namespace, n, lambda j: j.get("status", {}).get("ready", 0) >= 1
-        )
-        return end - start
+        return timed(
+            cluster, jobs, queue=name, queued_in=namespace, gpus=n * gpus,
+            listing=("jobs.batch", namespace), running=job_running,
+        )  # fmt: skip
     finally:
         kubectl(cluster, "delete", "namespace", namespace, "--wait=false")
         kubectl(cluster, "delete", "clusterqueue", name, "--wait=false")

@@ -16,7 +16,7 @@ from ..names import LABEL_COMPONENT, LABEL_DOMAIN, MANAGED_BY
 from ..settings import Settings
 from . import mounts
 from .meta import domain_namespace
-from .workload import GPU_RESOURCE, RESTRICTED_CONTAINER, RUN_AS, node_affinity
+from .workload import GPU_RESOURCE, RESTRICTED_CONTAINER, RESTRICTED_POD, node_affinity
 
 LABEL_RELEASE_OF = "sealtune.dev/release-of"
 """On a release Job and its ConfigMap: the uid of the artifact whose files it copies."""
@@ -96,13 +96,7 @@ def release_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
-            "fsGroup": RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": dict(RESTRICTED_POD),
         "containers": [
             {
                 "name": CONTAINER,

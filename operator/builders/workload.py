@@ -23,6 +23,14 @@ TRAINER_CONTAINER = "trainer"
 # Vault or a missing secret path.
 PERMANENT_EXIT_CODES = {TRAINER_CONTAINER: list(TRAINER_PERMANENT_EXIT_CODES), vault.INIT_CONTAINER: [2]}
 RUN_AS = 65532
+RESTRICTED_POD: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""Pod Security "restricted", as every sealtune pod in a workload namespace runs."""
 RESTRICTED_CONTAINER: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -200,13 +208,7 @@ def indexed_job(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "subdomain": workload.service,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
-            "fsGroup": RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": dict(RESTRICTED_POD),
         "containers": [
             {
                 "name": TRAINER_CONTAINER,

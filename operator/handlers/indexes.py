@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
 from .. import metrics
-from ..adapters.informer import Informer
+from ..adapters.informer import Informer, OnEvent
 from ..adapters.kube import KubeClient, NotFound
 from ..api.v1alpha1 import GROUP, VERSION
 from ..artifacts import ArtifactKeeper
@@ -85,37 +86,29 @@ async def start_informers(memo: kopf.Memo) -> None:
         on_event=finetunejob_changed,
         namespaces=namespaces,
     )
+
     # A job's workload lives in its domain's workload namespace, wherever the job is: the
     # workload informers watch every namespace (the label selects), and the reconcile counts
     # only what is in the job's workload namespace and carries its uid.
-    memo.batch_jobs = Informer(
-        ctl.kube,
-        "Job",
-        label=LABEL_JOB,
-        namespace_label=LABEL_JOB_NAMESPACE,
-        transform=observe_job,
-        on_event=batch_job_changed,
-    )
-    memo.pods = Informer(
-        ctl.kube,
-        "Pod",
-        label=LABEL_JOB,
-        namespace_label=LABEL_JOB_NAMESPACE,
-        transform=observe_pod,
-        on_event=pod_changed,
-    )
+    def of_workloads(
+        kind: str, transform: Callable[[dict[str, Any]], Any], on_event: OnEvent
+    ) -> Informer[Any]:
+        return Informer(
+            ctl.kube,
+            kind,
+            label=LABEL_JOB,
+            namespace_label=LABEL_JOB_NAMESPACE,
+            transform=transform,
+            on_event=on_event,
+        )
+
+    memo.batch_jobs = of_workloads("Job", observe_job, batch_job_changed)
+    memo.pods = of_workloads("Pod", observe_pod, pod_changed)
     informers = [memo.finetunejobs, memo.batch_jobs, memo.pods]
     memo.queues = None
     if await serves_kueue(ctl.kube):
         # Kueue copies the Job's sealtune labels onto its Workload (integrations.labelKeysToCopy).
-        memo.queues = Informer(
-            ctl.kube,
-            "Workload",
-            label=LABEL_JOB,
-            namespace_label=LABEL_JOB_NAMESPACE,
-            transform=observe_workload,
-            on_event=pod_changed,
-        )
+        memo.queues = of_workloads("Workload", observe_workload, pod_changed)
         informers.append(memo.queues)
     memo.informing = [asyncio.create_task(i.run()) for i in informers]
     await asyncio.gather(*(i.synced.wait() for i in informers))
