@@ -151,6 +151,8 @@ def sealtune_side(cluster: LocalCluster, n: int, gpus: int, scratch: Path) -> fl
             running=ftj_running,
         )  # fmt: skip
     finally:
+        # While the operator runs: their finalizers have it remove what they made.
+        kubectl(cluster, "delete", "finetunejobs", "--all", "-n", team, "--timeout=300s")
         operator.stop()
         kubectl(cluster, "delete", "namespace", team, wns, "--wait=false")
         kubectl(cluster, "delete", "datadomain", domain, "--wait=false")

@@ -8,7 +8,8 @@
 # Only the batch/job integration is on, and its webhooks see only Jobs that name a queue
 # (kueue.x-k8s.io/queue-name), so a Kueue that is down blocks queued work, never the rest.
 # Kueue reads its metrics certificate from a fixed path, /etc/kueue/metrics/certs: it runs in a
-# mount namespace of its own where the state directory's copy is mounted there.
+# mount namespace of its own whose /etc is an overlay, the host's /etc below and the state
+# directory's certificate above, so the host's /etc is never written.
 set -euo pipefail
 
 KUEUE_DIR=$SEALTUNE_STATE/kueue
@@ -17,7 +18,6 @@ KUEUE_USER=system:kueue
 KUEUE_WEBHOOK_PORT=${SEALTUNE_KUEUE_WEBHOOK_PORT:-9444}
 KUEUE_METRICS_PORT=${SEALTUNE_KUEUE_METRICS_PORT:-9445}
 KUEUE_HEALTH_PORT=${SEALTUNE_KUEUE_HEALTH_PORT:-9446}
-KUEUE_METRICS_CERTS=/etc/kueue/metrics/certs
 
 _kueue_config() {
   cat <<YAML
@@ -95,18 +95,16 @@ start_kueue() {
   build_kueue
   mkdir -p "$KUEUE_DIR"; chmod 700 "$KUEUE_DIR"
   issue "$KUEUE_DIR/webhook" tls /CN=kueue-webhook serverAuth IP:127.0.0.1
-  issue "$KUEUE_DIR/metrics" tls /CN=kueue-metrics serverAuth IP:127.0.0.1
+  issue "$KUEUE_DIR/etc/upper/kueue/metrics/certs" tls /CN=kueue-metrics serverAuth IP:127.0.0.1
+  mkdir -p "$KUEUE_DIR/etc/work"
   client_cert kueue "$KUEUE_USER"
   kubeconfig "$KUEUE_DIR/kubeconfig" kueue
   _kueue_config >"$KUEUE_DIR/config.yaml"
   kueue_installed
-  mkdir -p "$KUEUE_METRICS_CERTS"
+  # shellcheck disable=SC2016  # $1 is the inner shell's
   daemon kueue unshare --mount --propagation private sh -c \
-    'mount --bind "$1" "$2" && shift 2 && exec "$@"' kueue "$KUEUE_DIR/metrics" "$KUEUE_METRICS_CERTS" \
-    "$KUEUE_BIN/kueue" --config "$KUEUE_DIR/config.yaml" --kubeconfig "$KUEUE_DIR/kubeconfig" \
-    --feature-gates VisibilityOnDemand=false,MultiKueue=false
+    'mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc && shift && exec "$@"' \
+    kueue "$KUEUE_DIR/etc" "$KUEUE_BIN/kueue" --config "$KUEUE_DIR/config.yaml" \
+    --kubeconfig "$KUEUE_DIR/kubeconfig" --feature-gates VisibilityOnDemand=false,MultiKueue=false
   wait_for kueue 120 curl -fsS "http://127.0.0.1:$KUEUE_HEALTH_PORT/readyz"
 }
-
-# What start_kueue left on the host outside the state directory: the empty mount point.
-kueue_cleanup() { rmdir -p "$KUEUE_METRICS_CERTS" 2>/dev/null || true; }

@@ -663,6 +663,8 @@ def test_a_queued_job_preempted_by_higher_priority_work_resumes_from_its_sealed_
         assert "Preempted" in evicted["message"], evicted
         held = wait_condition(kubectl, ns, "kb-low", "Suspended", reason="EvictedByKueue", timeout=60)
         assert "checkpoint" in held["message"]
+        # Evicted, it may not run: its Vault role is gone until Kueue admits it again.
+        wait_condition(kubectl, ns, "kb-low", "SecretsReady", "False", reason="WaitingToRun", timeout=60)
         wait_succeeded(kubectl, ns, "kb-high")
         wait_succeeded(kubectl, ns, "kb-low")
     finally:
