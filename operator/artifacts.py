@@ -53,35 +53,34 @@ def decisions(promotion: Mapping[str, Any]) -> list[tuple[Event, dict[str, Any]]
     return found
 
 
+def key_check(body: Mapping[str, Any], signer_key_id: str, public_key_pem: bytes) -> tuple[V, list[str]]:
+    """The artifact checked with the operator's key: its signature, the files it lists against
+    what the bundle signs, and its provenance against the rest of its spec. Returns the Verified
+    reason and what failed (nothing when it verifies)."""
+    key_id = str(((body.get("spec") or {}).get("signature") or {}).get("keyID", ""))
+    if key_id != signer_key_id:
+        return V.KEY_UNKNOWN, [
+            f"spec.signature.keyID {key_id or '(none)'} is not the operator's signing key {signer_key_id}"
+        ]
+    try:
+        check = signing.check_artifact(ModelArtifact.model_validate(dict(body)), public_key_pem)
+    except ValidationError as error:
+        return V.SIGNATURE_INVALID, [f"the artifact does not parse: {error.error_count()} errors"]
+    if check.signature:
+        return V.SIGNATURE_INVALID, check.signature
+    if check.provenance:
+        return V.DIGEST_MISMATCH, check.provenance
+    return V.SIGNATURE_VALID, []
+
+
 def verified_status(
     body: Mapping[str, Any], signer_key_id: str, public_key_pem: bytes, now: datetime
 ) -> dict[str, Any]:
-    """The artifact's status: its signature checked with the operator's key, the files it lists
-    against what the bundle signs, and its provenance against the rest of its spec."""
+    """The artifact's status: its check with the operator's key (key_check)."""
     meta, old = body["metadata"], body.get("status") or {}
-    key_id = str(((body.get("spec") or {}).get("signature") or {}).get("keyID", ""))
-    if key_id != signer_key_id:
-        verified = Cond(
-            A.VERIFIED,
-            False,
-            V.KEY_UNKNOWN,
-            f"spec.signature.keyID {key_id or '(none)'} is not the operator's signing key {signer_key_id}",
-        )
-    else:
-        try:
-            check = signing.check_artifact(ModelArtifact.model_validate(dict(body)), public_key_pem)
-        except ValidationError as error:
-            check = signing.ArtifactCheck(
-                signature=[f"the artifact does not parse: {error.error_count()} errors"]
-            )
-        if check.signature:
-            verified = Cond(A.VERIFIED, False, V.SIGNATURE_INVALID, "; ".join(check.signature)[:1024])
-        elif check.provenance:
-            verified = Cond(A.VERIFIED, False, V.DIGEST_MISMATCH, "; ".join(check.provenance)[:1024])
-        else:
-            verified = Cond(
-                A.VERIFIED, True, V.SIGNATURE_VALID, f"signed by {key_id}; digests and provenance agree"
-            )
+    reason, problems = key_check(body, signer_key_id, public_key_pem)
+    message = "; ".join(problems)[:1024] or f"signed by {signer_key_id}; digests and provenance agree"
+    verified = Cond(A.VERIFIED, not problems, reason, message)
     generation = int(meta.get("generation", 1))
     return {
         "phase": "Verified" if verified.status else "VerificationFailed",

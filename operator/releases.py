@@ -27,14 +27,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
-from . import metrics, signing, threads
+from . import metrics, threads
 from .adapters.kube import ApiError, Conflict, KubeClient
 from .adapters.vault import VaultProblem
 from .api.v1alpha1 import DataDomain, ModelArtifact
 from .api.v1alpha1.datadomain import ReleaseDestination
 from .api.v1alpha1.modelartifact import ReleaseRequest
+from .artifacts import key_check
 from .audit import AuditError, AuditLog, Event, Subject
 from .builders.meta import domain_namespace
 from .builders.release import (
@@ -119,23 +118,18 @@ def judge(
     return Verdict("Allowed", f"to {destination.name} under DataDomain {name}'s spec.release", destination)
 
 
-def verification_problems(body: Mapping[str, Any], key_id: str, public_key_pem: bytes) -> list[str]:
-    """What stops the artifact from verifying with the operator's current key (none: it does)."""
-    found = str(((body.get("spec") or {}).get("signature") or {}).get("keyID", ""))
-    if found != key_id:
-        return [f"spec.signature.keyID {found or '(none)'} is not the operator's signing key {key_id}"]
-    try:
-        check = signing.check_artifact(ModelArtifact.model_validate(dict(body)), public_key_pem)
-    except ValidationError as error:
-        return [f"the artifact does not parse: {error.error_count()} errors"]
-    return [*check.signature, *check.provenance]
-
-
 def pending(body: Mapping[str, Any]) -> list[int]:
     """Indexes of the requests that have no outcome yet."""
     requests = (body.get("promotion") or {}).get("releases") or []
     decided = {o.get("index") for o in (body.get("status") or {}).get("releases") or []}
     return [i for i in range(len(requests)) if i not in decided]
+
+
+def true_conditions(job: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A batch Job's conditions that hold, by type."""
+    return {
+        c["type"]: c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"
+    }
 
 
 def copy_outcome(job: Mapping[str, Any], pods: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
@@ -154,9 +148,7 @@ def copy_outcome(job: Mapping[str, Any], pods: list[dict[str, Any]]) -> tuple[st
                     report = json.loads(terminated["message"])
                 except ValueError:
                     report = {"message": "the release pod reported no readable outcome"}
-    conditions = {
-        c["type"]: c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"
-    }
+    conditions = true_conditions(job)
     if "Complete" in conditions and report.get("ok"):
         return "Released", "Released", report
     reason = str(report.get("reason") or (conditions.get("Failed") or {}).get("reason") or "ReleaseFailed")
@@ -207,8 +199,8 @@ class Releaser:
         found = await self.kube.get("DataDomain", source.name)
         domain = DataDomain.model_validate(found) if found is not None else None
         signer = await self.keys.signer()
-        problems = await threads.run_in(
-            threads.SIGNING, verification_problems, body, signer.key_id, signer.public_key_pem
+        _, problems = await threads.run_in(
+            threads.SIGNING, key_check, body, signer.key_id, signer.public_key_pem
         )
         verdict = judge(artifact, request, domain, problems)
         decision = {
@@ -290,12 +282,7 @@ class Releaser:
             current = await self.kube.get("Job", meta["name"], meta["namespace"])
             if current is None or current["metadata"]["uid"] != meta["uid"]:
                 raise TimeoutError(f"release Job {meta['namespace']}/{meta['name']} disappeared")
-            done = {
-                c["type"]
-                for c in (current.get("status") or {}).get("conditions") or []
-                if c.get("status") == "True"
-            }
-            if done & {"Complete", "Failed"}:
+            if true_conditions(current).keys() & {"Complete", "Failed"}:
                 return current
             await asyncio.sleep(POLL_SECONDS)
         raise TimeoutError(f"release Job {meta['namespace']}/{meta['name']} did not finish")
